@@ -1,0 +1,354 @@
+"""The shared request budget of one API key: a sliding log with priorities and reservations.
+
+Every API request of every client that shares a :class:`SlidingWindowLimiter` passes through
+:meth:`~SlidingWindowLimiter.permit`. The limiter guarantees that no rolling window of
+``rate_limit.per`` seconds (plus ``margin``) holds more than the limit, *as the server sees it*:
+a request's entry is stamped when its answer arrives, which is no earlier than the moment the
+server stamped it, so network delay cannot make two windows overlap. A window that holds at
+most N requests in every rolling position also holds at most N in any clock-hour bucket, so a
+fixed-window server is covered too.
+
+Kinds, in order of priority (see :class:`RequestKind`): ``POLL`` (can finish a video),
+``GENERATE`` (starts one; waits until the budget can carry its final poll, which it reserves),
+``EXTRA_POLL`` (spends idle budget on latency; never waits, never displaces the others).
+A ``GENERATE`` that has waited longer than ``starve_after`` seconds goes before polls.
+
+A 429 counts as spent, stops all sending until ``Retry-After`` (when sent) and tightens the
+limit to what this key's other consumers leave us; one slot comes back per quiet window.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol, runtime_checkable
+
+import anyio
+import attrs
+
+__all__ = ["BudgetState", "Limiter", "Permit", "RateLimit", "RequestKind", "SlidingWindowLimiter"]
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
+
+
+@attrs.frozen
+class RateLimit:
+    """A key's allowance: ``requests`` per ``per`` seconds (the API's default: 100 per hour)."""
+
+    requests: int = attrs.field(default=100, validator=_positive)
+    per: float = attrs.field(default=3600.0, validator=_positive)
+
+
+class RequestKind(enum.IntEnum):
+    """What a request is for; lower values are served first."""
+
+    POLL = 0
+    GENERATE = 1
+    EXTRA_POLL = 2
+
+
+@attrs.frozen
+class BudgetState:
+    """A snapshot of a limiter, for progress displays and for the poll planner."""
+
+    limit: int  #: the limit in force now (tightened after 429s)
+    configured_limit: int  #: the limit the limiter was made with
+    window: float  #: seconds a request counts for, margin included
+    used: int  #: requests in the window, in flight ones included
+    reserved: int  #: final polls promised to running videos
+    waiting_polls: int
+    waiting_generates: int
+    generates_in_window: int  #: recent demand for new videos
+    next_free_in: float  #: seconds until a slot frees (0.0 when one is free now)
+    rate_limited: int  #: 429s seen in all
+    blocked_for: float  #: seconds left of a server's Retry-After
+
+    @property
+    def available(self) -> int:
+        """Slots free now that nobody has a claim on."""
+        return max(0, self.limit - self.used - self.reserved)
+
+
+class Permit:
+    """One admitted request. Report a 429 with :meth:`rate_limited` before the permit ends."""
+
+    __slots__ = ("_limiter", "kind", "retry_after", "was_rate_limited")
+
+    def __init__(self, limiter: SlidingWindowLimiter, kind: RequestKind) -> None:
+        self._limiter = limiter
+        self.kind = kind
+        self.was_rate_limited = False
+        self.retry_after: float | None = None
+
+    def rate_limited(self, retry_after: float | None = None) -> None:
+        """Tell the limiter the server answered 429 (with its ``Retry-After``, if any)."""
+        self.was_rate_limited = True
+        self.retry_after = retry_after
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """What a budget shared by clients must offer (the in-memory one, or a distributed one)."""
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The configured allowance."""
+
+    def permit(
+        self, kind: RequestKind, *, reserve: int = 0, redeem: bool = False
+    ) -> AbstractAsyncContextManager[Permit]:
+        """Wait for a slot; the request is sent inside the context; its end stamps the slot.
+
+        ``reserve``: future polls a ``GENERATE`` promises its video (it waits until the
+        budget can carry them). ``redeem``: this ``POLL`` uses one such promise.
+        """
+
+    def try_permit(
+        self, kind: RequestKind = RequestKind.EXTRA_POLL
+    ) -> AbstractAsyncContextManager[Permit] | None:
+        """A permit if one is free right now without displacing anybody, else ``None``."""
+
+    def reserve(self, count: int) -> None:
+        """Promise ``count`` more polls (a task taken over from elsewhere)."""
+
+    def release(self, count: int) -> None:
+        """Give back ``count`` promised polls that will not be needed."""
+
+    def state(self) -> BudgetState:
+        """A snapshot for displays and planning."""
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    kind: RequestKind
+    reserve: int
+    redeem: bool
+    since: float
+    event: anyio.Event = attrs.Factory(anyio.Event)
+    gone: bool = False
+
+
+class SlidingWindowLimiter:
+    """The in-memory budget: one per API key, shared by every client and poller that use it.
+
+    ``margin`` seconds are added to the window (clock drift between us and the server);
+    ``starve_after`` bounds how long a submission can be held back by polls.
+    """
+
+    def __init__(
+        self,
+        rate_limit: RateLimit | None = None,
+        *,
+        margin: float = 2.0,
+        starve_after: float | None = None,
+    ) -> None:
+        self._rate_limit = rate_limit or RateLimit()
+        self._window = self._rate_limit.per + margin
+        self._starve_after = self._rate_limit.per / 4 if starve_after is None else starve_after
+        self._limit = self._rate_limit.requests
+        self._expiries: list[float] = []  # heap: when each answered request leaves the window
+        self._in_flight = 0
+        self._reserved = 0
+        self._generates: deque[float] = deque()  # admission times of GENERATEs in the window
+        self._polls: deque[_Waiter] = deque()
+        self._submissions: deque[_Waiter] = deque()
+        self._waiting = {RequestKind.POLL: 0, RequestKind.GENERATE: 0}
+        self._blocked_until = float("-inf")
+        self._quiet_since = float("-inf")  # when the limit was last tightened or restored
+        self._rate_limited = 0
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The configured allowance."""
+        return self._rate_limit
+
+    def __repr__(self) -> str:
+        s = self.state()
+        return (
+            f"<SlidingWindowLimiter {s.used}/{s.limit} used per {s.window:g}s, "
+            f"reserved={s.reserved} waiting={s.waiting_polls}+{s.waiting_generates} "
+            f"next_free_in={s.next_free_in:.1f}s 429s={s.rate_limited}>"
+        )
+
+    # -- the public interface ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def permit(
+        self, kind: RequestKind, *, reserve: int = 0, redeem: bool = False
+    ) -> AsyncIterator[Permit]:
+        """Wait for a slot of ``kind``; send the request inside; leaving stamps the slot.
+
+        Raises nothing of its own; cancellation while waiting takes nothing from the budget.
+        """
+        await self._acquire(kind, reserve, redeem)
+        permit = Permit(self, kind)
+        try:
+            yield permit
+        finally:
+            self._stamp(permit)
+
+    def try_permit(self, kind: RequestKind = RequestKind.EXTRA_POLL) -> _Immediate | None:
+        """A permit if a slot is free now, nobody waits, and no reservation is touched."""
+        self._prune()
+        if self._waiters_left() or not self._free_for(RequestKind.EXTRA_POLL, 0, False):
+            return None
+        self._admit(kind, 0, False)
+        return _Immediate(Permit(self, kind))
+
+    def reserve(self, count: int) -> None:
+        """Promise ``count`` more polls; submissions then wait until the budget carries them."""
+        self._reserved += count
+
+    def release(self, count: int) -> None:
+        """Give back ``count`` promised polls that will not be needed."""
+        self._reserved = max(0, self._reserved - count)
+        self._wake_head()
+
+    def state(self) -> BudgetState:
+        """A snapshot of the budget now."""
+        now = self._prune()
+        return BudgetState(
+            limit=self._limit,
+            configured_limit=self._rate_limit.requests,
+            window=self._window,
+            used=self._used(),
+            reserved=self._reserved,
+            waiting_polls=self._waiting[RequestKind.POLL],
+            waiting_generates=self._waiting[RequestKind.GENERATE],
+            generates_in_window=len(self._generates),
+            next_free_in=max(0.0, self._next_free_at() - now),
+            rate_limited=self._rate_limited,
+            blocked_for=max(0.0, self._blocked_until - now),
+        )
+
+    # -- admission -----------------------------------------------------------------------------
+
+    def _used(self) -> int:
+        return self._in_flight + len(self._expiries)
+
+    def _prune(self) -> float:
+        now = anyio.current_time()
+        # An entry stamped at t leaves the window at exactly t + window: compare with <=, so
+        # a loop in virtual time always sees time move past the boundary.
+        while self._expiries and self._expiries[0] <= now:
+            heapq.heappop(self._expiries)
+        while self._generates and self._generates[0] + self._window <= now:
+            self._generates.popleft()
+        if self._limit < self._rate_limit.requests and now - self._quiet_since >= self._window:
+            self._limit += 1  # one slot back per window without a 429
+            self._quiet_since = now
+        return now
+
+    def _free_for(self, kind: RequestKind, reserve: int, redeem: bool) -> bool:
+        if anyio.current_time() < self._blocked_until:
+            return False
+        used = self._used()
+        if redeem and self._reserved > 0:  # its slot is already counted in _reserved
+            return used + 1 <= self._limit
+        if kind is RequestKind.POLL:  # a poll may use promised slots, just not the last one
+            return used + 1 <= self._limit
+        return used + self._reserved + 1 + reserve <= self._limit
+
+    def _next_free_at(self) -> float:
+        candidates = [self._blocked_until]
+        if self._expiries:
+            candidates.append(self._expiries[0])
+        return max(candidates) if self._used() >= self._limit else candidates[0]
+
+    def _admit(self, kind: RequestKind, reserve: int, redeem: bool) -> None:
+        self._in_flight += 1
+        if redeem:
+            self._reserved = max(0, self._reserved - 1)
+        self._reserved += reserve
+        if kind is RequestKind.GENERATE:
+            self._generates.append(anyio.current_time())
+
+    def _stamp(self, permit: Permit) -> None:
+        now = anyio.current_time()
+        self._in_flight -= 1
+        heapq.heappush(self._expiries, now + self._window)
+        if permit.was_rate_limited:
+            self._rate_limited += 1
+            # The server's window is full while ours holds `used` (this one included):
+            # other consumers hold the rest. Keep one slot of slack below what we saw.
+            self._limit = max(1, min(self._limit, self._used() - 1))
+            self._quiet_since = now
+            if permit.retry_after is not None:
+                self._blocked_until = max(self._blocked_until, now + permit.retry_after)
+        self._wake_head()
+
+    def _waiters_left(self) -> bool:
+        return self._head() is not None
+
+    def _head(self) -> _Waiter | None:
+        """Who is served next: polls first, unless a submission has starved for too long."""
+        for queue in (self._polls, self._submissions):
+            while queue and queue[0].gone:
+                queue.popleft()
+        if self._submissions and (
+            not self._polls
+            or anyio.current_time() - self._submissions[0].since >= self._starve_after
+        ):
+            return self._submissions[0]
+        return self._polls[0] if self._polls else None
+
+    def _wake_head(self) -> None:
+        head = self._head()
+        if head is not None:
+            head.event.set()
+
+    async def _acquire(self, kind: RequestKind, reserve: int, redeem: bool) -> None:
+        now = self._prune()
+        if not self._waiters_left() and self._free_for(kind, reserve, redeem):
+            self._admit(kind, reserve, redeem)
+            return
+        waiter = _Waiter(kind, reserve, redeem, now)
+        (self._polls if kind is RequestKind.POLL else self._submissions).append(waiter)
+        self._waiting[kind] += 1
+        try:
+            while True:
+                now = self._prune()
+                if self._head() is waiter:
+                    if self._free_for(kind, reserve, redeem):
+                        waiter.gone = True
+                        self._admit(kind, reserve, redeem)
+                        return
+                    # Only the head watches the clock; the rest sleep until they are head.
+                    waiter.event = anyio.Event()
+                    with anyio.move_on_after(max(0.0, self._next_wake(now) - now)):
+                        await waiter.event.wait()
+                else:
+                    waiter.event = anyio.Event()
+                    await waiter.event.wait()
+        finally:
+            waiter.gone = True
+            self._waiting[kind] -= 1
+            self._wake_head()  # admitted or cancelled: the next in line looks again
+
+    def _next_wake(self, now: float) -> float:
+        """When the head's answer may change without anyone telling it."""
+        times = [self._blocked_until, self._expiries[0] if self._expiries else float("inf")]
+        if self._submissions and self._polls:
+            times.append(self._submissions[0].since + self._starve_after)
+        return min((t for t in times if t > now), default=float("inf"))
+
+
+class _Immediate:
+    """The context manager of :meth:`SlidingWindowLimiter.try_permit` (already admitted)."""
+
+    __slots__ = ("_permit",)
+
+    def __init__(self, permit: Permit) -> None:
+        self._permit = permit
+
+    async def __aenter__(self) -> Permit:
+        return self._permit
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._permit._limiter._stamp(self._permit)

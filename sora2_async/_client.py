@@ -1,0 +1,152 @@
+"""``Sora2Client``: the one object users hold.
+
+It owns (or borrows) an ``httpx.AsyncClient``, holds the key, and routes every API request
+through one :class:`~sora2_async._api.APICaller`, where the shared budget admits it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+import httpx
+
+from ._api import APICaller
+from ._budget import BudgetState, Limiter, RateLimit, RequestKind, SlidingWindowLimiter
+from ._download import download_video
+from ._errors import InvalidRequestError, Sora2Error
+from ._http import HTTPLayer, check_base_url
+from ._models import Task, TaskStatus, Video, VideoRequest
+from ._retry import RetryPolicy
+
+__all__ = ["DEFAULT_BASE_URL", "Sora2Client"]
+
+DEFAULT_BASE_URL = "https://nanophoto.ai"
+API_KEY_ENV = "NANOPHOTO_API_KEY"
+BASE_URL_ENV = "NANOPHOTO_BASE_URL"
+
+
+class Sora2Client:
+    """An async client of the nanophoto.ai Sora 2 API, on asyncio or trio.
+
+    Args:
+        api_key: the API key; defaults to ``$NANOPHOTO_API_KEY``.
+        base_url: defaults to ``$NANOPHOTO_BASE_URL``, then ``https://nanophoto.ai``.
+        rate_limit: a :class:`RateLimit` (a budget of its own is made), or a limiter object
+            shared with other clients of the same key.
+        http_client: an ``httpx.AsyncClient`` to use (and leave open); by default the client
+            makes one and closes it in :meth:`aclose`.
+        timeout: seconds, or an ``httpx.Timeout`` (default: 10 s to connect, 60 s in all).
+        max_retries: retries of one call after connection errors, timeouts and 5xx.
+        retry: every retry knob at once (overrides ``max_retries``).
+        allow_insecure_http: permit a plain ``http://`` base URL to a non-loopback host.
+
+    Raises:
+        Sora2Error: when no key is given or found in ``$NANOPHOTO_API_KEY``, or the base URL
+            is refused. Nothing has been sent then.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        rate_limit: RateLimit | Limiter | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        max_retries: int = 3,
+        retry: RetryPolicy | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        if not key or not key.strip():
+            raise Sora2Error(
+                f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable "
+                "(make one at nanophoto.ai -> Settings -> API Keys)"
+            )
+        url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        self._base_url = check_base_url(url, allow_insecure=allow_insecure_http)
+        if rate_limit is None or isinstance(rate_limit, RateLimit):
+            self._limiter: Limiter = SlidingWindowLimiter(rate_limit)
+        else:
+            self._limiter = rate_limit
+        self._retry = retry or RetryPolicy(max_retries=max_retries)
+        self._http = HTTPLayer(
+            api_key=key.strip(), base_url=self._base_url, http_client=http_client, timeout=timeout
+        )
+        self._api = APICaller(self._http, self._limiter, self._retry)
+
+    def __repr__(self) -> str:
+        return f"<Sora2Client {self._base_url} budget={self._limiter!r}>"
+
+    async def __aenter__(self) -> Sora2Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this client made it."""
+        await self._http.aclose()
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without a trailing slash."""
+        return self._base_url
+
+    @property
+    def limiter(self) -> Limiter:
+        """The budget this client spends (share it with other clients of the same key)."""
+        return self._limiter
+
+    def budget(self) -> BudgetState:
+        """A snapshot of the shared budget: used, reserved, waiting, next free slot, 429s."""
+        return self._limiter.state()
+
+    async def generate(self, request: VideoRequest) -> Task:
+        """Submit one video. Spends one request (more only after 429s or refused connects).
+
+        Raises:
+            InvalidRequestError, AuthenticationError, InsufficientCreditsError: the API said no.
+            ServerError, APIConnectionError: the request may have reached the server; the
+                message says so, and nothing was re-sent.
+        """
+        task_id = await self._api.generate(request)
+        return Task(task_id, request, anyio.current_time())
+
+    async def check_status(self, task: Task | str) -> TaskStatus:
+        """The task's status now: exactly one request when nothing goes wrong.
+
+        Raises:
+            TaskNotFoundError: unknown task, or another key's.
+            APIError, APIConnectionError: after retries are exhausted.
+            ResponseValidationError: an answer that breaks the contract.
+        """
+        return await self._api.check_status(_task_id(task), kind=RequestKind.POLL)
+
+    async def download(self, video: Video | TaskStatus | str, path: str | os.PathLike[str]) -> Path:
+        """Fetch a finished video to ``path`` (a file, or a folder to put it in).
+
+        Spends no API budget and sends no API key. A failed download leaves no partial file.
+
+        Raises:
+            APIError: the video host answered with an error status.
+            APIConnectionError: the video host could not be reached.
+        """
+        return await download_video(self._http.client, video, path, retry=self._retry)
+
+
+def _task_id(task: Task | str) -> str:
+    task_id = task.task_id if isinstance(task, Task) else task
+    if not isinstance(task_id, str) or not task_id.strip():
+        raise InvalidRequestError(
+            "a task id must be a non-empty string", error_code="TASK_ID_REQUIRED"
+        )
+    return task_id

@@ -1,0 +1,151 @@
+"""The HTTP layer: one attempt of one API call, spoken over one ``httpx.AsyncClient``.
+
+It adds the key and JSON, logs one debug line per attempt, and turns transport failures into
+:class:`APIConnectionError` / :class:`APITimeoutError`, telling whether the request can have
+reached the server. It knows nothing of budgets or retries: ``_api`` decides those.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import attrs
+import httpx
+
+from ._errors import APIConnectionError, APITimeoutError, Sora2Error
+from ._parse import decode_json_object
+from ._retry import parse_retry_after
+
+__all__ = ["DEFAULT_TIMEOUT", "Answer", "HTTPLayer", "check_base_url"]
+
+logger = logging.getLogger("sora2_async")
+
+#: Connect fast, allow a slow answer: the API itself answers in well under a minute.
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+# Failures before any byte of the request can have been sent: safe to re-send anything.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+@attrs.frozen
+class Answer:
+    """One HTTP answer of the API: status, JSON object (``None`` if not one), Retry-After."""
+
+    status_code: int
+    body: dict[str, Any] | None
+    retry_after: float | None
+    error: Sora2Error | None = None  # why ``body`` is None, when it is
+
+
+def check_base_url(base_url: str, *, allow_insecure: bool) -> str:
+    """Validate the API base URL and return it without a trailing slash.
+
+    Raises:
+        Sora2Error: when it is not http(s), or is ``http://`` to a host other than loopback
+            and ``allow_insecure`` is false (the key would cross the network in clear).
+    """
+    parsed = urllib.parse.urlsplit(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise Sora2Error(f"base URL {base_url!r} is not an http(s) URL")
+    if parsed.scheme == "http" and not allow_insecure and not _is_loopback(parsed.hostname):
+        raise Sora2Error(
+            f"refusing plain http:// base URL {base_url!r}: the API key would travel unencrypted;"
+            " use https, or pass allow_insecure_http=True if you really mean it"
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HTTPLayer:
+    """Sends API requests with the key, to the base URL only."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        http_client: httpx.AsyncClient | None,
+        timeout: httpx.Timeout | float | None,
+    ) -> None:
+        self._api_key = api_key
+        self._base_url = base_url
+        self._owns_client = http_client is None
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
+        self.client = http_client if http_client is not None else httpx.AsyncClient()
+
+    def __repr__(self) -> str:
+        return f"<HTTPLayer {self._base_url}>"
+
+    async def aclose(self) -> None:
+        """Close the ``httpx.AsyncClient`` if we made it (a user's client stays open)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def post(self, path: str, body: Mapping[str, Any], *, attempt: int = 1) -> Answer:
+        """One POST to ``base_url + path``.
+
+        Raises:
+            APITimeoutError: no answer in time (``request_sent`` false for connect timeouts).
+            APIConnectionError: the connection failed (``request_sent`` false when it was
+                never made, so that even a generate may be sent again).
+        """
+        started = anyio.current_time()
+        status: int | str = "-"
+        try:
+            response = await self.client.post(
+                self._base_url + path,
+                json=dict(body),
+                headers={
+                    "Authorization": f"Bearer {self._api_key}",
+                    "Accept": "application/json",
+                },
+                timeout=self._timeout,
+            )
+            status = response.status_code
+        except httpx.TimeoutException as exc:
+            status = "timeout"
+            raise APITimeoutError(
+                f"POST {path}: no answer in time ({type(exc).__name__})",
+                request_sent=not isinstance(exc, _NOT_SENT),
+            ) from None
+        except httpx.TransportError as exc:
+            status = "connection error"
+            raise APIConnectionError(
+                f"POST {path}: {type(exc).__name__}: {_redact(str(exc), self._api_key)}",
+                request_sent=not isinstance(exc, _NOT_SENT),
+            ) from None
+        finally:
+            logger.debug(
+                "POST %s -> %s (attempt %d, %.3fs)",
+                path,
+                status,
+                attempt,
+                anyio.current_time() - started,
+            )
+        retry_after = parse_retry_after(response.headers, now=time.time())
+        try:
+            parsed: dict[str, Any] | None = decode_json_object(
+                response.content, content_type=response.headers.get("content-type")
+            )
+            error = None
+        except Sora2Error as exc:
+            parsed, error = None, exc
+        return Answer(response.status_code, parsed, retry_after, error)
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text

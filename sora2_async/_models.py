@@ -1,0 +1,296 @@
+"""Value classes: what a video request is, what a task and its status are, what comes back.
+
+All are frozen, slotted attrs classes. :class:`VideoRequest` validates at construction and
+raises :class:`InvalidRequestError` before any request or credit is spent.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ._errors import InvalidRequestError
+
+__all__ = [
+    "AspectRatio",
+    "BatchResult",
+    "Mode",
+    "ModelTier",
+    "PRICE_TABLE",
+    "Task",
+    "TaskState",
+    "TaskStatus",
+    "Video",
+    "VideoRequest",
+]
+
+
+class Mode(str, enum.Enum):
+    """Generation mode; the values are the wire values."""
+
+    TEXT_TO_VIDEO = "textToVideo"
+    IMAGE_TO_VIDEO = "imageToVideo"
+
+
+class ModelTier(str, enum.Enum):
+    """Model tier; the values are the wire values."""
+
+    SORA2 = "sora2"
+    PRO_STANDARD = "sora2-pro-standard"
+    PRO_HIGH = "sora2-pro-high"
+
+
+class AspectRatio(str, enum.Enum):
+    """Aspect ratio; the values are the wire values."""
+
+    PORTRAIT = "portrait"
+    LANDSCAPE = "landscape"
+
+
+class TaskState(str, enum.Enum):
+    """State of a task on the server; the values are the wire values of ``status``."""
+
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the task can no longer change (completed or failed)."""
+        return self is not TaskState.PROCESSING
+
+
+#: Credits per video, by tier and duration in seconds (the provider's price table).
+PRICE_TABLE: Mapping[ModelTier, Mapping[int, int]] = {
+    ModelTier.SORA2: {10: 4, 15: 8},
+    ModelTier.PRO_STANDARD: {10: 60, 15: 100},
+    ModelTier.PRO_HIGH: {10: 120, 15: 240},
+}
+
+_DURATIONS = (10, 15)
+
+
+def _enum_converter(cls: type[enum.Enum], what: str) -> Any:
+    def convert(value: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise InvalidRequestError(
+                f"unknown {what} {value!r}: expected one of {allowed}", error_code="INVALID_INPUT"
+            ) from None
+
+    return convert
+
+
+_to_tier = _enum_converter(ModelTier, "model tier")
+_to_ratio = _enum_converter(AspectRatio, "aspect ratio")
+_to_mode = _enum_converter(Mode, "mode")
+
+
+def _optional_mode(value: Any) -> Mode | None:
+    return None if value is None else _mode(value)
+
+
+def _mode(value: Any) -> Mode:
+    return _to_mode(value)  # type: ignore[no-any-return]
+
+
+def _tier(value: Any) -> ModelTier:
+    return _to_tier(value)  # type: ignore[no-any-return]
+
+
+def _ratio(value: Any) -> AspectRatio:
+    return _to_ratio(value)  # type: ignore[no-any-return]
+
+
+def _duration(value: Any) -> int:
+    # The wire carries "10"/"15" as strings; accept either form, nothing else.
+    if isinstance(value, bool):
+        value = None
+    try:
+        seconds = int(value) if isinstance(value, (int, str)) else None
+    except ValueError:
+        seconds = None
+    if seconds not in _DURATIONS:
+        raise InvalidRequestError(
+            f"duration must be 10 or 15 seconds, not {value!r}", error_code="INVALID_INPUT"
+        )
+    return seconds
+
+
+def _image_urls(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)  # one URL given bare: a common slip, and unambiguous
+    if not isinstance(value, Iterable):
+        raise InvalidRequestError("image_urls must be a list of URLs", error_code="INVALID_INPUT")
+    urls = tuple(value)
+    for url in urls:
+        _check_public_url(url)
+    return urls
+
+
+def _check_public_url(url: Any) -> None:
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidRequestError(
+            f"image URL must be a non-empty string, not {url!r}", error_code="IMAGE_URLS_REQUIRED"
+        )
+    shown = url if len(url) <= 60 else url[:57] + "..."
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme.lower() not in ("http", "https") or not parsed.hostname:
+        raise InvalidRequestError(
+            f"image URL {shown!r} is not a public http(s) URL; the API takes no data:, file: "
+            "or base64 images: upload the image and pass its URL",
+            error_code="IMAGE_URLS_REQUIRED",
+        )
+    host = parsed.hostname.lower()
+    private = host == "localhost" or host.endswith(".localhost")
+    try:
+        address = ipaddress.ip_address(host)
+        private = private or not address.is_global
+    except ValueError:
+        pass
+    if private:
+        raise InvalidRequestError(
+            f"image URL {shown!r} points at a private or loopback host the API cannot reach",
+            error_code="IMAGE_URLS_REQUIRED",
+        )
+
+
+@attrs.frozen
+class VideoRequest:
+    """One video to generate.
+
+    Strings convert to :class:`Mode`, :class:`ModelTier` and :class:`AspectRatio`. ``mode``
+    defaults to image-to-video when ``image_urls`` is given, else text-to-video.
+
+    Raises:
+        InvalidRequestError: at construction, when the prompt is empty or blank, a tier, ratio
+            or mode is unknown, the duration is not 10 or 15, image-to-video has no images,
+            or an image URL is not a public http(s) URL.
+    """
+
+    prompt: str = attrs.field()
+    mode: Mode | None = attrs.field(default=None, kw_only=True, converter=_optional_mode)
+    model_tier: ModelTier = attrs.field(default=ModelTier.SORA2, kw_only=True, converter=_tier)
+    aspect_ratio: AspectRatio = attrs.field(
+        default=AspectRatio.PORTRAIT,
+        kw_only=True,
+        converter=_ratio,
+    )
+    duration: int = attrs.field(default=10, kw_only=True, converter=_duration)
+    image_urls: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_image_urls)
+
+    @prompt.validator
+    def _check_prompt(self, _: attrs.Attribute[str], value: Any) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidRequestError(
+                "prompt must be a non-empty string", error_code="PROMPT_REQUIRED"
+            )
+
+    def __attrs_post_init__(self) -> None:
+        mode = self.mode
+        if mode is None:
+            mode = Mode.IMAGE_TO_VIDEO if self.image_urls else Mode.TEXT_TO_VIDEO
+            object.__setattr__(self, "mode", mode)
+        if mode is Mode.IMAGE_TO_VIDEO and not self.image_urls:
+            raise InvalidRequestError(
+                "image-to-video needs at least one image URL", error_code="IMAGE_REQUIRED"
+            )
+        if mode is Mode.TEXT_TO_VIDEO and self.image_urls:
+            raise InvalidRequestError(
+                "text-to-video takes no image URLs; use mode='imageToVideo'",
+                error_code="INVALID_INPUT",
+            )
+
+    @property
+    def credits(self) -> int:
+        """What this video costs, from the provider's price table."""
+        return PRICE_TABLE[self.model_tier][self.duration]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON body of ``POST /api/sora-2/generate``."""
+        assert self.mode is not None  # set in __attrs_post_init__
+        body: dict[str, Any] = {
+            "prompt": self.prompt,
+            "mode": self.mode.value,
+            "modelTier": self.model_tier.value,
+            "aspectRatio": self.aspect_ratio.value,
+            "videoDuration": str(self.duration),
+        }
+        if self.image_urls:
+            body["imageUrls"] = list(self.image_urls)
+        return body
+
+
+@attrs.frozen
+class Task:
+    """A submitted video: the server's ``task_id``, what was asked, and when.
+
+    ``submitted_at`` is on the event loop's clock (``anyio.current_time()``), or ``None``
+    for a task known only by its id (submitted elsewhere). ``request`` is ``None`` likewise.
+    """
+
+    task_id: str
+    request: VideoRequest | None = None
+    submitted_at: float | None = None
+
+
+@attrs.frozen
+class TaskStatus:
+    """One answer of ``check-status``.
+
+    ``progress`` is the server's free-form stage word, not a percentage. ``generation_time``
+    is in seconds. ``error`` and ``error_code`` are set when the task failed.
+    """
+
+    task_id: str
+    state: TaskState
+    progress: str | None = None
+    video_url: str | None = None
+    generation_time: float | None = None
+    credits_used: int | None = None
+    error: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the task has ended (completed or failed)."""
+        return self.state.terminal
+
+
+@attrs.frozen
+class Video:
+    """A finished video: where to fetch it, what it took and cost, and what was asked."""
+
+    task_id: str
+    url: str
+    generation_time: float | None = None
+    credits_used: int | None = None
+    request: VideoRequest | None = None
+
+
+@attrs.frozen
+class BatchResult:
+    """The outcome of one request of a batch: a ``video``, or the ``error`` that ended it.
+
+    ``task`` is ``None`` when the request was never accepted by the API.
+    """
+
+    request: VideoRequest | None
+    task: Task | None = None
+    video: Video | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the request produced a video."""
+        return self.video is not None and self.error is None
