@@ -28,6 +28,7 @@ from ._errors import (
     Sora2Error,
     error_for_response,
 )
+from ._events import EventHub, EventKind
 from ._http import Answer, HTTPLayer
 from ._models import TaskState, TaskStatus, VideoRequest
 from ._parse import parse_status, parse_task_id
@@ -49,13 +50,20 @@ _MAY_EXIST = (
 class APICaller:
     """Calls the two endpoints through the limiter and the HTTP layer."""
 
-    def __init__(self, http: HTTPLayer, limiter: Limiter, retry: RetryPolicy) -> None:
+    def __init__(
+        self, http: HTTPLayer, limiter: Limiter, retry: RetryPolicy, events: EventHub
+    ) -> None:
         self.http = http
         self.limiter = limiter
         self.retry = retry
+        self.events = events
 
-    async def generate(self, request: VideoRequest, *, reserve: int = 0) -> str:
-        """Submit ``request``; return its ``taskId``. ``reserve`` polls are promised with it.
+    async def generate(
+        self, request: VideoRequest, *, reserve: int = 0, horizon: float = 0.0
+    ) -> str:
+        """Submit ``request``; return its ``taskId``.
+
+        ``reserve`` polls are promised with it, due in about ``horizon`` seconds.
 
         Raises:
             APIError: the API refused it (a subclass by code); a ``ServerError`` says the task
@@ -71,19 +79,24 @@ class APICaller:
                 RequestKind.GENERATE,
                 idempotent=False,
                 reserve=reserve,
+                horizon=horizon,
                 held=held,
             )
+            assert answer is not None  # only extra polls are ever skipped
             if answer.body is None:
                 assert answer.error is not None
                 raise ResponseValidationError(f"{answer.error}.{_MAY_EXIST}", field="<body>")
-            return parse_task_id(answer.body)
+            try:
+                return parse_task_id(answer.body)
+            except ResponseValidationError as exc:  # accepted without a usable id: it exists
+                raise ResponseValidationError(f"{exc}.{_MAY_EXIST}", field=exc.field) from None
         except BaseException:
             self.limiter.release(held[0])  # no task to poll: give its polls back
             raise
 
     async def check_status(
-        self, task_id: str, *, kind: RequestKind = RequestKind.POLL, redeem: bool = False
-    ) -> TaskStatus:
+        self, task_id: str, *, kind: RequestKind = RequestKind.POLL
+    ) -> TaskStatus | None:
         """One status of ``task_id`` (retried as needed; every attempt spends budget).
 
         Raises:
@@ -91,9 +104,9 @@ class APICaller:
             APIError, APIConnectionError: when retries are exhausted.
             ResponseValidationError: an answer that breaks the contract.
         """
-        answer = await self._call(
-            STATUS_PATH, {"taskId": task_id}, kind, idempotent=True, redeem=redeem
-        )
+        answer = await self._call(STATUS_PATH, {"taskId": task_id}, kind, idempotent=True)
+        if answer is None:
+            return None
         body = answer.body
         assert body is not None
         if answer.status_code >= 400 and "status" not in body:
@@ -108,15 +121,28 @@ class APICaller:
         *,
         idempotent: bool,
         reserve: int = 0,
-        redeem: bool = False,
+        horizon: float = 0.0,
         held: list[int] | None = None,
-    ) -> Answer:
+    ) -> Answer | None:
         retries = rate_limited = 0
         while True:
             attempt = retries + rate_limited + 1
             error: Sora2Error
             retry_after: float | None = None
-            async with self.limiter.permit(kind, reserve=reserve, redeem=redeem) as permit:
+            rate_limited_now = False
+            if kind is RequestKind.EXTRA_POLL:
+                # Spends only idle budget: when none is free now, skip rather than wait.
+                admitted = self.limiter.try_permit(kind)
+                if admitted is None:
+                    return None
+                kind = RequestKind.POLL  # a retry of it has to happen, so it may wait
+            else:
+                if self.events:  # a progress display wants to know why nothing moves
+                    state = self.limiter.state()
+                    if state.available <= reserve or state.blocked_for > 0:
+                        self.events.emit(EventKind.WAITING_FOR_BUDGET, budget=state)
+                admitted = self.limiter.permit(kind, reserve=reserve, horizon=horizon)
+            async with admitted as permit:
                 if held is not None:
                     held[0] += reserve
                 try:
@@ -128,6 +154,7 @@ class APICaller:
                 else:
                     if answer.status_code == 429:
                         permit.rate_limited(answer.retry_after)
+                        rate_limited_now = True
                     if 200 <= answer.status_code < 300:
                         if answer.body is None and idempotent:
                             assert answer.error is not None
@@ -140,7 +167,9 @@ class APICaller:
                     if isinstance(error, RateLimitError):
                         error.retry_after = retry_after
             # Retry outside the permit: its slot is stamped and the waits below hold none.
-            reserve, redeem = 0, False  # promises are made and kept on the first admission
+            if rate_limited_now:
+                self.events.emit(EventKind.RATE_LIMITED, budget=self.limiter.state())
+            reserve = 0  # promises are made on the first admission
             if isinstance(error, RateLimitError):
                 rate_limited += 1
                 if rate_limited > self.retry.max_rate_limit_retries:

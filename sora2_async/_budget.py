@@ -20,7 +20,6 @@ limit to what this key's other consumers leave us; one slot comes back per quiet
 from __future__ import annotations
 
 import enum
-import heapq
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -28,6 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import attrs
+
+from ._window import SlidingLog
 
 __all__ = ["BudgetState", "Limiter", "Permit", "RateLimit", "RequestKind", "SlidingWindowLimiter"]
 
@@ -65,6 +66,7 @@ class BudgetState:
     waiting_polls: int
     waiting_generates: int
     generates_in_window: int  #: recent demand for new videos
+    extra_polls_in_window: int  #: what was spent on latency lately
     next_free_in: float  #: seconds until a slot frees (0.0 when one is free now)
     rate_limited: int  #: 429s seen in all
     blocked_for: float  #: seconds left of a server's Retry-After
@@ -101,12 +103,13 @@ class Limiter(Protocol):
         """The configured allowance."""
 
     def permit(
-        self, kind: RequestKind, *, reserve: int = 0, redeem: bool = False
+        self, kind: RequestKind, *, reserve: int = 0, horizon: float = 0.0
     ) -> AbstractAsyncContextManager[Permit]:
         """Wait for a slot; the request is sent inside the context; its end stamps the slot.
 
-        ``reserve``: future polls a ``GENERATE`` promises its video (it waits until the
-        budget can carry them). ``redeem``: this ``POLL`` uses one such promise.
+        ``reserve``: polls a ``GENERATE`` promises its video, made on admission; it waits
+        until the budget can carry them ``horizon`` seconds from now, when they fall due.
+        The scheduler releases them when the video ends.
         """
 
     def try_permit(
@@ -128,7 +131,7 @@ class Limiter(Protocol):
 class _Waiter:
     kind: RequestKind
     reserve: int
-    redeem: bool
+    horizon: float
     since: float
     event: anyio.Event = attrs.Factory(anyio.Event)
     gone: bool = False
@@ -152,10 +155,15 @@ class SlidingWindowLimiter:
         self._window = self._rate_limit.per + margin
         self._starve_after = self._rate_limit.per / 4 if starve_after is None else starve_after
         self._limit = self._rate_limit.requests
-        self._expiries: list[float] = []  # heap: when each answered request leaves the window
+        self._log = SlidingLog(self._window)  # answered requests, stamped at their answer
         self._in_flight = 0
         self._reserved = 0
-        self._generates: deque[float] = deque()  # admission times of GENERATEs in the window
+        # Admission times of GENERATEs and EXTRA_POLLs in the window: the planner's view of
+        # recent demand and of what latency has cost.
+        self._recent: dict[RequestKind, deque[float]] = {
+            RequestKind.GENERATE: deque(),
+            RequestKind.EXTRA_POLL: deque(),
+        }
         self._polls: deque[_Waiter] = deque()
         self._submissions: deque[_Waiter] = deque()
         self._waiting = {RequestKind.POLL: 0, RequestKind.GENERATE: 0}
@@ -180,13 +188,13 @@ class SlidingWindowLimiter:
 
     @asynccontextmanager
     async def permit(
-        self, kind: RequestKind, *, reserve: int = 0, redeem: bool = False
+        self, kind: RequestKind, *, reserve: int = 0, horizon: float = 0.0
     ) -> AsyncIterator[Permit]:
         """Wait for a slot of ``kind``; send the request inside; leaving stamps the slot.
 
         Raises nothing of its own; cancellation while waiting takes nothing from the budget.
         """
-        await self._acquire(kind, reserve, redeem)
+        await self._acquire(_Waiter(kind, reserve, horizon, anyio.current_time()))
         permit = Permit(self, kind)
         try:
             yield permit
@@ -196,9 +204,9 @@ class SlidingWindowLimiter:
     def try_permit(self, kind: RequestKind = RequestKind.EXTRA_POLL) -> _Immediate | None:
         """A permit if a slot is free now, nobody waits, and no reservation is touched."""
         self._prune()
-        if self._waiters_left() or not self._free_for(RequestKind.EXTRA_POLL, 0, False):
+        if self._waiters_left() or not self._free_for(RequestKind.EXTRA_POLL):
             return None
-        self._admit(kind, 0, False)
+        self._admit(kind, 0)
         return _Immediate(Permit(self, kind))
 
     def reserve(self, count: int) -> None:
@@ -221,7 +229,8 @@ class SlidingWindowLimiter:
             reserved=self._reserved,
             waiting_polls=self._waiting[RequestKind.POLL],
             waiting_generates=self._waiting[RequestKind.GENERATE],
-            generates_in_window=len(self._generates),
+            generates_in_window=len(self._recent[RequestKind.GENERATE]),
+            extra_polls_in_window=len(self._recent[RequestKind.EXTRA_POLL]),
             next_free_in=max(0.0, self._next_free_at() - now),
             rate_limited=self._rate_limited,
             blocked_for=max(0.0, self._blocked_until - now),
@@ -230,49 +239,49 @@ class SlidingWindowLimiter:
     # -- admission -----------------------------------------------------------------------------
 
     def _used(self) -> int:
-        return self._in_flight + len(self._expiries)
+        return self._in_flight + len(self._log)
 
     def _prune(self) -> float:
         now = anyio.current_time()
-        # An entry stamped at t leaves the window at exactly t + window: compare with <=, so
-        # a loop in virtual time always sees time move past the boundary.
-        while self._expiries and self._expiries[0] <= now:
-            heapq.heappop(self._expiries)
-        while self._generates and self._generates[0] + self._window <= now:
-            self._generates.popleft()
+        self._log.prune(now)
+        for recent in self._recent.values():
+            while recent and recent[0] + self._window <= now:
+                recent.popleft()
         if self._limit < self._rate_limit.requests and now - self._quiet_since >= self._window:
             self._limit += 1  # one slot back per window without a 429
             self._quiet_since = now
         return now
 
-    def _free_for(self, kind: RequestKind, reserve: int, redeem: bool) -> bool:
-        if anyio.current_time() < self._blocked_until:
+    def _free_for(self, kind: RequestKind, reserve: int = 0, horizon: float = 0.0) -> bool:
+        now = anyio.current_time()
+        if now < self._blocked_until:
             return False
         used = self._used()
-        if redeem and self._reserved > 0:  # its slot is already counted in _reserved
-            return used + 1 <= self._limit
-        if kind is RequestKind.POLL:  # a poll may use promised slots, just not the last one
-            return used + 1 <= self._limit
-        return used + self._reserved + 1 + reserve <= self._limit
+        if used + 1 > self._limit:
+            return False
+        if kind is RequestKind.POLL:  # polls are what the promised slots are kept for
+            return True
+        # Promised polls must fit by the time they fall due (``horizon`` from now, at most):
+        # count only what will still be in the window then.
+        later = self._in_flight + self._log.count_after(now + horizon)
+        return later + self._reserved + 1 + reserve <= self._limit
 
     def _next_free_at(self) -> float:
-        candidates = [self._blocked_until]
-        if self._expiries:
-            candidates.append(self._expiries[0])
-        return max(candidates) if self._used() >= self._limit else candidates[0]
+        expiry = self._log.next_expiry()
+        if self._used() >= self._limit and expiry is not None:
+            return max(self._blocked_until, expiry)
+        return self._blocked_until
 
-    def _admit(self, kind: RequestKind, reserve: int, redeem: bool) -> None:
+    def _admit(self, kind: RequestKind, reserve: int) -> None:
         self._in_flight += 1
-        if redeem:
-            self._reserved = max(0, self._reserved - 1)
         self._reserved += reserve
-        if kind is RequestKind.GENERATE:
-            self._generates.append(anyio.current_time())
+        if kind in self._recent:
+            self._recent[kind].append(anyio.current_time())
 
     def _stamp(self, permit: Permit) -> None:
         now = anyio.current_time()
         self._in_flight -= 1
-        heapq.heappush(self._expiries, now + self._window)
+        self._log.add(now)
         if permit.was_rate_limited:
             self._rate_limited += 1
             # The server's window is full while ours holds `used` (this one included):
@@ -303,21 +312,21 @@ class SlidingWindowLimiter:
         if head is not None:
             head.event.set()
 
-    async def _acquire(self, kind: RequestKind, reserve: int, redeem: bool) -> None:
+    async def _acquire(self, waiter: _Waiter) -> None:
+        kind, reserve, horizon = waiter.kind, waiter.reserve, waiter.horizon
         now = self._prune()
-        if not self._waiters_left() and self._free_for(kind, reserve, redeem):
-            self._admit(kind, reserve, redeem)
+        if not self._waiters_left() and self._free_for(kind, reserve, horizon):
+            self._admit(kind, reserve)
             return
-        waiter = _Waiter(kind, reserve, redeem, now)
         (self._polls if kind is RequestKind.POLL else self._submissions).append(waiter)
         self._waiting[kind] += 1
         try:
             while True:
                 now = self._prune()
                 if self._head() is waiter:
-                    if self._free_for(kind, reserve, redeem):
+                    if self._free_for(kind, reserve, horizon):
                         waiter.gone = True
-                        self._admit(kind, reserve, redeem)
+                        self._admit(kind, reserve)
                         return
                     # Only the head watches the clock; the rest sleep until they are head.
                     waiter.event = anyio.Event()
@@ -333,7 +342,8 @@ class SlidingWindowLimiter:
 
     def _next_wake(self, now: float) -> float:
         """When the head's answer may change without anyone telling it."""
-        times = [self._blocked_until, self._expiries[0] if self._expiries else float("inf")]
+        expiry = self._log.next_expiry()
+        times = [self._blocked_until, float("inf") if expiry is None else expiry]
         if self._submissions and self._polls:
             times.append(self._submissions[0].since + self._starve_after)
         return min((t for t in times if t > now), default=float("inf"))

@@ -6,7 +6,9 @@ through one :class:`~sora2_async._api.APICaller`, where the shared budget admits
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -14,12 +16,16 @@ import anyio
 import httpx
 
 from ._api import APICaller
+from ._batch import Batch
 from ._budget import BudgetState, Limiter, RateLimit, RequestKind, SlidingWindowLimiter
 from ._download import download_video
-from ._errors import InvalidRequestError, Sora2Error
+from ._errors import InvalidRequestError, Sora2Error, WaitTimeoutError
+from ._events import Event, EventHub, EventKind, EventStream
 from ._http import HTTPLayer, check_base_url
-from ._models import Task, TaskStatus, Video, VideoRequest
+from ._models import BatchResult, Task, TaskStatus, Video, VideoRequest, video_of
+from ._planner import PollPolicy
 from ._retry import RetryPolicy
+from ._scheduler import Scheduler
 
 __all__ = ["DEFAULT_BASE_URL", "Sora2Client"]
 
@@ -41,6 +47,7 @@ class Sora2Client:
         timeout: seconds, or an ``httpx.Timeout`` (default: 10 s to connect, 60 s in all).
         max_retries: retries of one call after connection errors, timeouts and 5xx.
         retry: every retry knob at once (overrides ``max_retries``).
+        poll_policy: the scheduler's knobs (minimum poll interval, target delay, priors).
         allow_insecure_http: permit a plain ``http://`` base URL to a non-loopback host.
 
     Raises:
@@ -58,6 +65,7 @@ class Sora2Client:
         timeout: httpx.Timeout | float | None = None,
         max_retries: int = 3,
         retry: RetryPolicy | None = None,
+        poll_policy: PollPolicy | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
@@ -76,7 +84,11 @@ class Sora2Client:
         self._http = HTTPLayer(
             api_key=key.strip(), base_url=self._base_url, http_client=http_client, timeout=timeout
         )
-        self._api = APICaller(self._http, self._limiter, self._retry)
+        self._events = EventHub()
+        self._api = APICaller(self._http, self._limiter, self._retry, self._events)
+        self._scheduler = Scheduler(
+            self._api, self._limiter, poll_policy or PollPolicy(), self._events
+        )
 
     def __repr__(self) -> str:
         return f"<Sora2Client {self._base_url} budget={self._limiter!r}>"
@@ -119,7 +131,9 @@ class Sora2Client:
                 message says so, and nothing was re-sent.
         """
         task_id = await self._api.generate(request)
-        return Task(task_id, request, anyio.current_time())
+        task = Task(task_id, request, anyio.current_time())
+        self._events.emit(EventKind.SUBMITTED, task_id=task_id, task=task, request=request)
+        return task
 
     async def check_status(self, task: Task | str) -> TaskStatus:
         """The task's status now: exactly one request when nothing goes wrong.
@@ -129,7 +143,116 @@ class Sora2Client:
             APIError, APIConnectionError: after retries are exhausted.
             ResponseValidationError: an answer that breaks the contract.
         """
-        return await self._api.check_status(_task_id(task), kind=RequestKind.POLL)
+        status = await self._api.check_status(_task_id(task), kind=RequestKind.POLL)
+        assert status is not None  # only extra polls are ever skipped
+        return status
+
+    async def wait(self, task: Task | str, *, timeout: float | None = None) -> Video:  # noqa: ASYNC109 (the design's signature)
+        """Wait until ``task`` is done and return its video, polling under the shared budget.
+
+        Several waits on one task share one poller. A task known only by its id (submitted
+        elsewhere) is looked at once right away, then polled like the others.
+
+        Raises:
+            GenerationFailedError: the task ended failed (``.status`` says why).
+            WaitTimeoutError: ``timeout`` seconds passed first; the task itself goes on.
+            TaskNotFoundError: the task does not exist, or belongs to another key.
+            APIError, APIConnectionError: polling kept failing for several rounds.
+        """
+        if isinstance(task, str):
+            task = Task(_task_id(task))
+        try:
+            with anyio.fail_after(timeout):
+                status = await self._scheduler.wait(task)
+        except TimeoutError:
+            raise WaitTimeoutError(
+                f"task {task.task_id} not done after {timeout:g}s; it goes on on the server"
+            ) from None
+        return video_of(task, status)
+
+    async def run(self, request: VideoRequest, *, timeout: float | None = None) -> Video:  # noqa: ASYNC109
+        """Generate a video and wait for it: :meth:`generate` then :meth:`wait`.
+
+        The submission waits until the budget can carry the poll that will fetch it.
+
+        Raises:
+            The errors of :meth:`generate` and of :meth:`wait`.
+        """
+        return await self.wait(await self._submit(request), timeout=timeout)
+
+    def batch(
+        self,
+        requests: Iterable[VideoRequest | str] | AsyncIterable[VideoRequest | str],
+        *,
+        max_in_flight: int | None = None,
+    ) -> Batch[VideoRequest | str]:
+        """Generate many videos; yield a :class:`BatchResult` for each as it finishes.
+
+        ``requests`` is read lazily (sync or async iterable; prompt strings are accepted).
+        At most ``max_in_flight`` videos run at once (default: as many as the budget
+        carries). Use as ``async with client.batch(requests) as results: async for r in
+        results``. A failed video is its result's ``error``; after an insufficient-credits
+        or authentication error nothing more is submitted, and the rest yield that error.
+        Leaving the block early cancels every poller: nothing is sent afterwards.
+        """
+        return Batch(
+            requests,
+            submit=self._submit,
+            follow=self._follow,
+            max_in_flight=max_in_flight,
+            on_error=self._report_failure,
+        )
+
+    def as_completed(
+        self,
+        tasks: Iterable[Task | str] | AsyncIterable[Task | str],
+        *,
+        max_in_flight: int | None = None,
+    ) -> Batch[Task | str]:
+        """Like :meth:`batch`, for tasks already submitted (here, or by another process)."""
+        return Batch(
+            tasks,
+            submit=None,
+            follow=self._follow,
+            max_in_flight=max_in_flight,
+            on_error=self._report_failure,
+        )
+
+    def known_status(self, task: Task | str) -> TaskStatus | None:
+        """The latest status this client has seen of ``task``, without sending anything."""
+        return self._scheduler.known(_task_id(task))
+
+    def on_event(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``listener`` with every progress :class:`Event`; returns a remover."""
+        return self._events.add(listener)
+
+    def events(self, *, task_id: str | None = None, max_buffer: float = math.inf) -> EventStream:
+        """``async with client.events() as stream: async for event in stream`` (see Event)."""
+        return self._events.stream(task_id=task_id, max_buffer=max_buffer)
+
+    async def _submit(self, request: VideoRequest) -> Task:
+        # The final poll is promised in the same admission that lets the generate out.
+        horizon = self._scheduler.final_poll_after(request.model_tier)
+        task_id = await self._api.generate(request, reserve=1, horizon=horizon)
+        task = Task(task_id, request, anyio.current_time())
+        self._scheduler.adopt(task, promised=True)
+        self._events.emit(EventKind.SUBMITTED, task_id=task_id, task=task, request=request)
+        return task
+
+    async def _follow(self, task: Task) -> BatchResult:
+        try:
+            status = await self._scheduler.wait(task)
+            return BatchResult(task.request, task, video=video_of(task, status))
+        except Sora2Error as exc:
+            return BatchResult(task.request, task, error=exc)
+
+    def _report_failure(self, result: BatchResult) -> None:
+        self._events.emit(
+            EventKind.FAILED,
+            request=result.request,
+            error=result.error,
+            task_id=result.task.task_id if result.task else None,
+        )
 
     async def download(self, video: Video | TaskStatus | str, path: str | os.PathLike[str]) -> Path:
         """Fetch a finished video to ``path`` (a file, or a folder to put it in).

@@ -114,6 +114,7 @@ class HTTPLayer:
                     "Accept": "application/json",
                 },
                 timeout=self._timeout,
+                auth=httpx.Auth(),  # no-op: a user client's ``auth=`` must not replace the key
             )
             status = response.status_code
         except httpx.TimeoutException as exc:
@@ -139,7 +140,8 @@ class HTTPLayer:
         retry_after = parse_retry_after(response.headers, now=time.time())
         try:
             parsed: dict[str, Any] | None = decode_json_object(
-                response.content, content_type=response.headers.get("content-type")
+                _redact_echo(response.content, self._api_key),
+                content_type=response.headers.get("content-type"),
             )
             error = None
         except Sora2Error as exc:
@@ -149,3 +151,12 @@ class HTTPLayer:
 
 def _redact(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
+
+
+def _redact_echo(content: bytes, secret: str) -> bytes:
+    """Blank out a key the server (or a proxy) echoed, before it reaches errors and logs.
+
+    Keys shorter than 8 characters are left alone: they are no real keys, and could match
+    ordinary text (a test's ``"k"`` would mangle every ``taskId``).
+    """
+    return content.replace(secret.encode(), b"***") if len(secret) >= 8 else content

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import InvalidRequestError
+from ._errors import GenerationFailedError, InvalidRequestError
 
 __all__ = [
     "AspectRatio",
@@ -27,6 +27,7 @@ __all__ = [
     "TaskStatus",
     "Video",
     "VideoRequest",
+    "video_of",
 ]
 
 
@@ -294,3 +295,16 @@ class BatchResult:
     def ok(self) -> bool:
         """Whether the request produced a video."""
         return self.video is not None and self.error is None
+
+
+def video_of(task: Task, status: TaskStatus) -> Video:
+    """The :class:`Video` of a final status.
+
+    Raises:
+        GenerationFailedError: when the status is ``failed``.
+    """
+    if status.state is not TaskState.COMPLETED or status.video_url is None:
+        raise GenerationFailedError(status)
+    return Video(
+        task.task_id, status.video_url, status.generation_time, status.credits_used, task.request
+    )

@@ -28,7 +28,7 @@ def decode_json_object(content: bytes, *, content_type: str | None = None) -> di
     """
     try:
         value = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         kind = f" ({content_type})" if content_type else ""
         snippet = content[:80].decode("utf-8", "replace")
         raise ResponseValidationError(
@@ -61,7 +61,10 @@ def _number(body: Mapping[str, Any], field: str) -> float | None:
     if isinstance(value, str):  # lenient: "120" is as clear as 120
         with contextlib.suppress(ValueError):
             value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # JSON ints can be too large for a float
+            value = float(value)
+    if not isinstance(value, float) or not math.isfinite(value):
         raise ResponseValidationError(
             f"the response's {field!r} is {value!r}, not a number", field=field
         )

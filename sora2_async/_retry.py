@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import math
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -68,9 +69,11 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "inf" would wait forever, "nan" means nothing: only finite seconds count
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -1,0 +1,60 @@
+"""A sliding log of request stamps: how many requests a rolling window holds, now and later.
+
+Stamps arrive almost in order (answers of concurrent requests can swap places), so they
+live in a sorted list with a moving head: appending is O(1) in the common case, dropping the
+expired ones is amortised O(1), and "how many will still count at time t" is a bisection.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+__all__ = ["SlidingLog"]
+
+
+class SlidingLog:
+    """The expiry times of the requests that still count, in ascending order."""
+
+    __slots__ = ("_expiries", "_head", "window")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._expiries: list[float] = []
+        self._head = 0  # entries before it have expired
+
+    def __len__(self) -> int:
+        return len(self._expiries) - self._head
+
+    def __repr__(self) -> str:
+        return f"<SlidingLog {len(self)} in {self.window:g}s>"
+
+    def add(self, stamp: float) -> None:
+        """Count a request stamped at ``stamp`` (it leaves at ``stamp + window``)."""
+        expiry = stamp + self.window
+        if not self._expiries or self._expiries[-1] <= expiry:
+            self._expiries.append(expiry)
+        else:
+            bisect.insort(self._expiries, expiry, lo=self._head)
+
+    def prune(self, now: float) -> None:
+        """Forget the requests that have left the window by ``now``.
+
+        An entry stamped at ``t`` leaves at exactly ``t + window``: compared with ``<=``, so
+        a loop in virtual time always sees time move past the boundary.
+        """
+        expiries, head = self._expiries, self._head
+        end = len(expiries)
+        while head < end and expiries[head] <= now:
+            head += 1
+        if head > 64 and head * 2 > end:  # compact now and then, not on every call
+            del expiries[:head]
+            head = 0
+        self._head = head
+
+    def count_after(self, when: float) -> int:
+        """How many of the current entries will still count at time ``when``."""
+        return len(self._expiries) - bisect.bisect_right(self._expiries, when, lo=self._head)
+
+    def next_expiry(self) -> float | None:
+        """When the oldest entry leaves the window, or ``None`` when empty."""
+        return self._expiries[self._head] if len(self) else None
