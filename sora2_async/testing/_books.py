@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import attrs
 
 from .._models import PRICE_TABLE, TaskState
-from ._config import Durations, RateLimitPolicy
+from ._config import TIME_EPSILON, Durations, RateLimitPolicy
 from ._mp4 import video_bytes
 from ._ratelimit import KeyWindow, max_in_window
 from ._records import SimulatorStats, TaskRecord
@@ -210,7 +210,7 @@ class Books:
 
     def settle(self, now: float) -> None:
         """Refund every failed task whose failure has happened by ``now``."""
-        while self.refunds and self.refunds[0][0] <= now:
+        while self.refunds and self.refunds[0][0] <= now + TIME_EPSILON:
             _, _, task_id = heapq.heappop(self.refunds)
             record = self.tasks[task_id].record
             self.accounts[record.api_key].credits += record.credits

@@ -16,7 +16,13 @@ import attrs
 from .._budget import RateLimit
 from .._models import ModelTier
 
-__all__ = ["Durations", "Faults", "RateLimitPolicy", "WindowKind"]
+__all__ = ["TIME_EPSILON", "Durations", "Faults", "RateLimitPolicy", "WindowKind"]
+
+#: How close to a boundary (a window's end, a task's completion) counts as past it, in clock
+#: seconds. Event loops run a timer that is due within their clock's resolution (asyncio) or
+#: tick (looptime) without moving the clock, so a client that sleeps until exactly a boundary
+#: may wake a hair before it; were that "not yet", it would sleep ~0 s and ask again forever.
+TIME_EPSILON = 1e-6
 
 
 def _probability(_: object, attribute: attrs.Attribute[Any], value: float) -> None:

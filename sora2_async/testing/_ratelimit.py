@@ -2,8 +2,9 @@
 
 Times here are on the simulator's clock; ``window`` is the policy's ``per`` divided by the
 time scale. An entry stamped at ``t`` leaves a sliding window at exactly ``t + window``
-(compared with ``<=``), the same rule the SDK's budget uses: a virtual-time loop then always
-sees the boundary pass, instead of spinning on a float that never quite gets there.
+(compared with ``<=``, the rule the SDK's budget uses), give or take :data:`TIME_EPSILON`:
+a virtual-time loop sleeping until the boundary then always sees it pass, instead of spinning
+on a float that never quite gets there. Fixed windows start at multiples of ``window``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 
-from ._config import RateLimitPolicy, WindowKind
+from ._config import TIME_EPSILON, RateLimitPolicy, WindowKind
 
 __all__ = ["KeyWindow", "max_in_window"]
 
@@ -41,7 +42,7 @@ class KeyWindow:
 
     def _admit_sliding(self, now: float) -> float | None:
         stamps, window = self._stamps, self._window
-        while stamps and stamps[0] + window <= now:
+        while stamps and stamps[0] + window <= now + TIME_EPSILON:
             stamps.popleft()
         if len(stamps) < self._limit:
             stamps.append(now)
@@ -52,7 +53,7 @@ class KeyWindow:
         return max(stamps[len(stamps) - self._limit] + window - now, 0.0)
 
     def _admit_fixed(self, now: float) -> float | None:
-        bucket = math.floor(now / self._window)
+        bucket = math.floor((now + TIME_EPSILON) / self._window)
         if bucket != self._bucket:
             self._bucket, self._count = bucket, 0
         if self._count < self._limit:
@@ -66,12 +67,13 @@ class KeyWindow:
 def max_in_window(times: Sequence[float], window: float) -> int:
     """The most of ``times`` (sorted ascending) that any rolling ``window`` holds.
 
-    A window ending at ``t`` holds the times ``s`` with ``t - window < s <= t`` (an entry
-    leaves at exactly ``s + window``), matching :class:`KeyWindow`.
+    A window ending at ``t`` holds the times ``s <= t`` with ``s + window > t`` (an entry
+    leaves at exactly ``s + window``, give or take :data:`TIME_EPSILON`), matching
+    :class:`KeyWindow`.
     """
     best = start = 0
     for end, t in enumerate(times):
-        while times[start] + window <= t:
+        while times[start] + window <= t + TIME_EPSILON:
             start += 1
         best = max(best, end - start + 1)
     return best

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from .._models import AspectRatio, Mode, ModelTier, TaskState
+from ._config import TIME_EPSILON
 
 __all__ = ["SimulatorStats", "TaskRecord"]
 
@@ -58,8 +59,9 @@ class TaskRecord:
     first_done_answer_at: float | None = None
 
     def state_at(self, now: float) -> TaskState:
-        """The task's state at ``now`` (a time on the simulator's clock)."""
-        return self.outcome if self.completes_at <= now else TaskState.PROCESSING
+        """The task's state at ``now`` (a time on the simulator's clock; within
+        :data:`TIME_EPSILON` of ``completes_at`` counts as done)."""
+        return self.outcome if self.completes_at <= now + TIME_EPSILON else TaskState.PROCESSING
 
 
 @attrs.frozen
