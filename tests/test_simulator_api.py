@@ -117,13 +117,17 @@ async def test_the_video_is_served_on_its_own_host_as_a_valid_mp4() -> None:
         assert (await http.get(url)).status_code == 404  # not finished yet
         await anyio.sleep(60)
         video = await http.get(url)
+        head = await http.head(url)
         # The API host does not serve it, and the video host serves no API.
         assert (await http.get(f"{API}/sora/{task_id}.mp4")).status_code == 404
         assert (await http.post(f"https://video.simulator.invalid{GENERATE}")).status_code == 404
     assert video.status_code == 200
     assert video.headers["content-type"] == "video/mp4"
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(video.content))
     assert [kind for kind, _ in boxes(video.content)] == ["ftyp", "moov", "mdat"]
-    assert sim.stats().video_requests == 2
+    assert sim.stats().video_requests == 3
     assert sim.stats().video_requests_with_authorization == 0
 
 

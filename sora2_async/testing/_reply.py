@@ -63,6 +63,7 @@ def error_reply(
     status: int,
     code: str,
     message: str,
+    /,
     *,
     headers: tuple[tuple[str, str], ...] = (),
     success_field: bool = True,

@@ -58,6 +58,8 @@ class SimulatorTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=request
             )
+        if request.method == "HEAD":  # the headers of a GET, no body
+            return httpx.Response(reply.status, headers=reply.header_list(), request=request)
         if reply.slow_seconds > 0:
             return httpx.Response(
                 reply.status,
@@ -74,12 +76,9 @@ class SimulatorTransport(httpx.AsyncBaseTransport):
         name = path[len(prefix) :] if path.startswith(prefix) else ""
         if request.method not in ("GET", "HEAD") or not name or "/" in name:
             return Reply(404, b"Not Found", "text/plain")
-        reply = self._simulator.handle_video(
+        return self._simulator.handle_video(
             name, authorization=request.headers.get("authorization")
         )
-        if request.method == "HEAD":
-            return Reply(reply.status, b"", reply.content_type)
-        return reply
 
 
 class _SlowBody(httpx.AsyncByteStream):
