@@ -333,6 +333,9 @@ class SlidingWindowLimiter:
                     with anyio.move_on_after(max(0.0, self._next_wake(now) - now)):
                         await waiter.event.wait()
                 else:
+                    # The head can change with time alone (a submission starts to starve):
+                    # make sure whoever is head now is awake before going to sleep.
+                    self._wake_head()
                     waiter.event = anyio.Event()
                     await waiter.event.wait()
         finally:

@@ -11,6 +11,10 @@ import bisect
 
 __all__ = ["SlidingLog"]
 
+# Clocks that round (looptime keeps microseconds) can wake a sleeper a hair before the
+# expiry it slept for; an entry this close to leaving counts as gone.
+_EPSILON = 1e-6
+
 
 class SlidingLog:
     """The expiry times of the requests that still count, in ascending order."""
@@ -44,7 +48,7 @@ class SlidingLog:
         """
         expiries, head = self._expiries, self._head
         end = len(expiries)
-        while head < end and expiries[head] <= now:
+        while head < end and expiries[head] <= now + _EPSILON:
             head += 1
         if head > 64 and head * 2 > end:  # compact now and then, not on every call
             del expiries[:head]
