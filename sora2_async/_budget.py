@@ -20,6 +20,7 @@ limit to what this key's other consumers leave us; one slot comes back per quiet
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -284,13 +285,28 @@ class SlidingWindowLimiter:
         self._log.add(now)
         if permit.was_rate_limited:
             self._rate_limited += 1
-            # The server's window is full while ours holds `used` (this one included):
-            # other consumers hold the rest. Keep one slot of slack below what we saw.
-            self._limit = max(1, min(self._limit, self._used() - 1))
+            self._limit = self._tightened(now)
             self._quiet_since = now
             if permit.retry_after is not None:
                 self._blocked_until = max(self._blocked_until, now + permit.retry_after)
         self._wake_head()
+
+    def _tightened(self, now: float) -> int:
+        """The limit to keep after a 429: what the key's other consumers seem to leave us.
+
+        The server's window is full while ours holds ``ours`` (the refused one included), so
+        others hold at least ``limit - ours + 1`` of it, seen over the span our own log
+        covers; they are assumed to go on at that rate for a whole window. Each 429 takes at
+        least one slot away, never more than half of what we had in the window.
+        """
+        ours = self._used()
+        others = max(1, self._rate_limit.requests - (ours - 1))
+        oldest = self._log.next_expiry()
+        seen_for = now - (oldest - self._window) if oldest is not None else 0.0
+        seen_for = min(self._window, max(self._window / 12, seen_for))
+        expected = others * self._window / seen_for
+        target = math.floor(self._rate_limit.requests - expected) - 1
+        return max(1, ours // 2, min(self._limit - 1, target))
 
     def _waiters_left(self) -> bool:
         return self._head() is not None
