@@ -23,6 +23,7 @@ from ._errors import (
     TaskNotFoundError,
     WaitTimeoutError,
 )
+from ._events import Event, EventKind, EventStream
 from ._models import (
     PRICE_TABLE,
     AspectRatio,
@@ -35,6 +36,7 @@ from ._models import (
     Video,
     VideoRequest,
 )
+from ._planner import PollPolicy
 from ._retry import RetryPolicy
 
 __version__ = "0.1.0"
@@ -48,6 +50,9 @@ __all__ = [
     "AuthenticationError",
     "BatchResult",
     "BudgetState",
+    "Event",
+    "EventKind",
+    "EventStream",
     "GenerationFailedError",
     "InsufficientCreditsError",
     "InvalidRequestError",
@@ -55,6 +60,7 @@ __all__ = [
     "Mode",
     "ModelTier",
     "Permit",
+    "PollPolicy",
     "RateLimit",
     "RateLimitError",
     "RequestKind",
