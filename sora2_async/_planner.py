@@ -35,7 +35,7 @@ DEFAULT_PRIORS: Mapping[ModelTier, tuple[float, float]] = {
 }
 
 # Extra polls a video keeps when the window's share for them is spent but nothing binds.
-_FLOOR = 2
+_FLOOR = 3
 
 # Samples needed before learned bounds replace the priors instead of only widening them.
 _TRUST_SAMPLES = 20
