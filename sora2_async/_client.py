@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 import anyio
+import attrs
 import httpx
 
 from ._api import APICaller
@@ -48,6 +49,9 @@ class Sora2Client:
         max_retries: retries of one call after connection errors, timeouts and 5xx.
         retry: every retry knob at once (overrides ``max_retries``).
         poll_policy: the scheduler's knobs (minimum poll interval, target delay, priors).
+        time_scale: run this many times faster than the real API: duration priors, the
+            minimum poll interval and the budget's window all shrink by it. Only for a
+            simulator started with the same ``--time-scale`` (demos, cross-process tests).
         allow_insecure_http: permit a plain ``http://`` base URL to a non-loopback host.
 
     Raises:
@@ -66,6 +70,7 @@ class Sora2Client:
         max_retries: int = 3,
         retry: RetryPolicy | None = None,
         poll_policy: PollPolicy | None = None,
+        time_scale: float = 1.0,
         allow_insecure_http: bool = False,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
@@ -76,8 +81,12 @@ class Sora2Client:
             )
         url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         self._base_url = check_base_url(url, allow_insecure=allow_insecure_http)
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be positive, not {time_scale!r}")
         if rate_limit is None or isinstance(rate_limit, RateLimit):
-            self._limiter: Limiter = SlidingWindowLimiter(rate_limit)
+            rate_limit = rate_limit or RateLimit()
+            scaled = attrs.evolve(rate_limit, per=rate_limit.per / time_scale)
+            self._limiter: Limiter = SlidingWindowLimiter(scaled, margin=2.0 / time_scale)
         else:
             self._limiter = rate_limit
         self._retry = retry or RetryPolicy(max_retries=max_retries)
@@ -87,7 +96,10 @@ class Sora2Client:
         self._events = EventHub()
         self._api = APICaller(self._http, self._limiter, self._retry, self._events)
         self._scheduler = Scheduler(
-            self._api, self._limiter, poll_policy or PollPolicy(), self._events
+            self._api,
+            self._limiter,
+            _scaled(poll_policy or PollPolicy(), time_scale),
+            self._events,
         )
 
     def __repr__(self) -> str:
@@ -264,6 +276,10 @@ class Sora2Client:
             APIConnectionError: the video host could not be reached.
         """
         return await download_video(self._http.client, video, path, retry=self._retry)
+
+
+def _scaled(policy: PollPolicy, time_scale: float) -> PollPolicy:
+    return policy if time_scale == 1.0 else attrs.evolve(policy, time_scale=time_scale)
 
 
 def _task_id(task: Task | str) -> str:

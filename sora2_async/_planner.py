@@ -91,10 +91,11 @@ class DurationModel:
         self._policy = policy
         self._samples: dict[ModelTier | None, deque[float]] = {}
 
-    def observe(self, tier: ModelTier | None, seconds: float) -> None:
-        """Record that a video of ``tier`` took ``seconds`` (in policy time)."""
-        if self._policy.learn and seconds >= 0:
-            self._samples.setdefault(tier, deque(maxlen=256)).append(seconds)
+    def observe(self, tier: ModelTier | None, generation_time: float) -> None:
+        """Record that a video of ``tier`` took ``generation_time`` seconds of the API's time."""
+        if self._policy.learn and generation_time >= 0:
+            samples = self._samples.setdefault(tier, deque(maxlen=256))
+            samples.append(self._policy.seconds(generation_time))
 
     def bounds(self, tier: ModelTier | None) -> tuple[float, float]:
         """``(lo, hi)``: the shortest and longest this tier is expected to take."""
