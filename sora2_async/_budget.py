@@ -312,16 +312,24 @@ class SlidingWindowLimiter:
         return self._head() is not None
 
     def _head(self) -> _Waiter | None:
-        """Who is served next: polls first, unless a submission has starved for too long."""
+        """Who is served next: polls first, unless a submission has starved for too long.
+
+        A starved submission goes first only once it can go: until then the polls ahead of
+        it are what end videos and give back the promised slots it is waiting for, so
+        holding them back would deadlock.
+        """
         for queue in (self._polls, self._submissions):
             while queue and queue[0].gone:
                 queue.popleft()
-        if self._submissions and (
-            not self._polls
-            or anyio.current_time() - self._submissions[0].since >= self._starve_after
+        if not self._submissions:
+            return self._polls[0] if self._polls else None
+        first = self._submissions[0]
+        if not self._polls or (
+            anyio.current_time() - first.since >= self._starve_after
+            and self._free_for(first.kind, first.reserve, first.horizon)
         ):
-            return self._submissions[0]
-        return self._polls[0] if self._polls else None
+            return first
+        return self._polls[0]
 
     def _wake_head(self) -> None:
         head = self._head()

@@ -166,7 +166,7 @@ class Scheduler:
         else:
             self._events.emit(EventKind.FAILED, task_id=task_id, status=status, error=error)
         if status is not None:
-            self._finished[status.task_id] = status
+            self._finished[watch.task.task_id] = status
             while len(self._finished) > self._remember:
                 self._finished.popitem(last=False)
 
