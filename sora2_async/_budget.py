@@ -13,8 +13,10 @@ Kinds, in order of priority (see :class:`RequestKind`): ``POLL`` (can finish a v
 ``EXTRA_POLL`` (spends idle budget on latency; never waits, never displaces the others).
 A ``GENERATE`` that has waited longer than ``starve_after`` seconds goes before polls.
 
-A 429 counts as spent, stops all sending until ``Retry-After`` (when sent) and tightens the
-limit to what this key's other consumers leave us; one slot comes back per quiet window.
+A 429 counts as spent and stops all sending: until ``Retry-After`` when the server sends one
+(and the limit gives up one slot), else until our own window frees enough under a limit
+tightened to what this key's other consumers seem to leave us. One slot comes back per
+quiet window.
 """
 
 from __future__ import annotations
@@ -285,9 +287,12 @@ class SlidingWindowLimiter:
         self._log.add(now)
         if permit.was_rate_limited:
             self._rate_limited += 1
-            self._limit = self._tightened(now)
             self._quiet_since = now
-            if permit.retry_after is not None:
+            if permit.retry_after is None:
+                self._limit = self._tightened(now)
+            else:
+                # The server says when it frees: trust it, and give up just one slot.
+                self._limit = max(1, self._limit - 1)
                 self._blocked_until = max(self._blocked_until, now + permit.retry_after)
         self._wake_head()
 
