@@ -154,7 +154,8 @@ def _check_public_url(url: Any) -> None:
     host = parsed.hostname.lower()
     private = host == "localhost" or host.endswith(".localhost")
     try:
-        address = ipaddress.ip_address(host)
+        # A bare number is an IPv4 address too (http://2130706433/ is 127.0.0.1).
+        address = ipaddress.ip_address(int(host) if host.isdigit() else host)
         private = private or not address.is_global
     except ValueError:
         pass

@@ -141,6 +141,7 @@ def test_text_to_video_with_images_is_refused() -> None:
         "http://172.16.0.1/cat.png",
         "http://169.254.169.254/latest/meta-data",
         "http://0.0.0.0/cat.png",
+        "http://2130706433/cat.png",  # 127.0.0.1 written as one number
     ],
 )
 def test_image_urls_that_are_not_public_http_are_refused(url: str) -> None:
