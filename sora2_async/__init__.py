@@ -24,6 +24,13 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._events import Event, EventKind, EventStream
+from ._journal import (
+    Journal,
+    JournalEntry,
+    JournalState,
+    SQLiteJournal,
+    UncertainSubmissionError,
+)
 from ._models import (
     PRICE_TABLE,
     AspectRatio,
@@ -56,6 +63,9 @@ __all__ = [
     "GenerationFailedError",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "Journal",
+    "JournalEntry",
+    "JournalState",
     "Limiter",
     "Mode",
     "ModelTier",
@@ -66,6 +76,7 @@ __all__ = [
     "RequestKind",
     "ResponseValidationError",
     "RetryPolicy",
+    "SQLiteJournal",
     "ServerError",
     "SlidingWindowLimiter",
     "Sora2Client",
@@ -74,6 +85,7 @@ __all__ = [
     "TaskNotFoundError",
     "TaskState",
     "TaskStatus",
+    "UncertainSubmissionError",
     "Video",
     "VideoRequest",
     "WaitTimeoutError",

@@ -7,6 +7,10 @@ at a time (the budget paces it), and starts a follower per accepted task. Every 
 exactly one :class:`BatchResult`; a video's failure, or a bug in its follower, is that
 video's ``error``, never the batch's. Leaving the block early cancels everything inside it:
 no request is sent afterwards and no task is left running.
+
+With a journal (``_journaled``), the feeder asks it first what each request needs: only
+never-sent requests are submitted, running tasks are followed by id, and ended ones are
+handed back as recorded; every terminal status is recorded before it is handed out.
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._errors import AuthenticationError, InsufficientCreditsError, InvalidRequestError
+from ._journal import Journal
+from ._journaled import JournaledStart, SubmitHooked
 from ._models import BatchResult, Task, VideoRequest
 
 __all__ = ["Batch"]
 
 T = TypeVar("T")
 
-# What the batch needs of the client: submit a request, follow a task to its result.
-Submit = Callable[[VideoRequest], Awaitable[Task]]
+# What the batch needs of the client: submit a request (running a hook once the budget
+# admits it, for the journal), follow a task to its result.
+Submit = SubmitHooked
 Follow = Callable[[Task], Awaitable[BatchResult]]
 
 # Submission errors after which no further request can succeed: stop submitting.
@@ -66,6 +73,8 @@ class Batch(Generic[T]):
         follow: Follow,
         max_in_flight: int | None,
         on_error: Callable[[BatchResult], None] | None = None,
+        journal: Journal | None = None,
+        resubmit_uncertain: bool = False,
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight!r}")
@@ -74,6 +83,11 @@ class Batch(Generic[T]):
         self._follow = follow
         self._slots = anyio.Semaphore(max_in_flight) if max_in_flight else None
         self._on_error = on_error
+        self._journaled = (
+            JournaledStart(journal, submit, resubmit_uncertain=resubmit_uncertain)
+            if journal is not None and submit is not None
+            else None
+        )
         self._stopped: BaseException | None = None
         self._task_group: TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[BatchResult] | None = None
@@ -125,6 +139,11 @@ class Batch(Generic[T]):
                 self._stopped = exc
             await self._deliver(send, BatchResult(self._request_of(item), error=exc))
             return
+        if isinstance(task, BatchResult):  # it ended in an earlier run: the journal's record
+            if self._slots is not None:
+                self._slots.release()
+            await send.send(task)
+            return
         followers.start_soon(self._run_follower, task, send)
 
     def _request_of(self, item: object) -> VideoRequest | None:
@@ -139,15 +158,19 @@ class Batch(Generic[T]):
                 return None
         return None
 
-    async def _start(self, item: T) -> Task:
+    async def _start(self, item: T) -> Task | BatchResult:
         if self._submit is None:
             return _as_task(item)
+        if self._journaled is not None:
+            return await self._journaled.start(_as_request(item))
         return await self._submit(_as_request(item))
 
     async def _run_follower(self, task: Task, send: MemoryObjectSendStream[BatchResult]) -> None:
         try:
             result = await self._follow(task)
-        except Exception as exc:  # a bug in one follower is that video's error
+            if self._journaled is not None:
+                await self._journaled.finished(result)
+        except Exception as exc:  # a bug in one follower (or the journal) is that video's error
             result = BatchResult(task.request, task, error=exc)
         finally:
             if self._slots is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -23,6 +23,8 @@ from ._download import download_video
 from ._errors import InvalidRequestError, Sora2Error, WaitTimeoutError
 from ._events import Event, EventHub, EventKind, EventStream
 from ._http import HTTPLayer, check_base_url
+from ._intent import HookedLimiter, run_on_admission
+from ._journal import Journal
 from ._models import BatchResult, Task, TaskStatus, Video, VideoRequest, video_of
 from ._planner import PollPolicy
 from ._retry import RetryPolicy
@@ -94,7 +96,8 @@ class Sora2Client:
             api_key=key.strip(), base_url=self._base_url, http_client=http_client, timeout=timeout
         )
         self._events = EventHub()
-        self._api = APICaller(self._http, self._limiter, self._retry, self._events)
+        # The API caller's limiter runs a journal's intent hook once a generate is admitted.
+        self._api = APICaller(self._http, HookedLimiter(self._limiter), self._retry, self._events)
         self._scheduler = Scheduler(
             self._api,
             self._limiter,
@@ -197,6 +200,8 @@ class Sora2Client:
         requests: Iterable[VideoRequest | str] | AsyncIterable[VideoRequest | str],
         *,
         max_in_flight: int | None = None,
+        journal: Journal | None = None,
+        resubmit_uncertain: bool = False,
     ) -> Batch[VideoRequest | str]:
         """Generate many videos; yield a :class:`BatchResult` for each as it finishes.
 
@@ -206,6 +211,12 @@ class Sora2Client:
         results``. A failed video is its result's ``error``; after an insufficient-credits
         or authentication error nothing more is submitted, and the rest yield that error.
         Leaving the block early cancels every poller: nothing is sent afterwards.
+
+        With a ``journal`` (a :class:`SQLiteJournal`, say), the batch can be run again after
+        a crash and resumes: ended requests come back as recorded, running tasks are followed
+        by id, and only never-sent requests are submitted. A request whose generate went out
+        in an earlier run without an answer yields :class:`UncertainSubmissionError`, unless
+        ``resubmit_uncertain``.
         """
         return Batch(
             requests,
@@ -213,6 +224,8 @@ class Sora2Client:
             follow=self._follow,
             max_in_flight=max_in_flight,
             on_error=self._report_failure,
+            journal=journal,
+            resubmit_uncertain=resubmit_uncertain,
         )
 
     def as_completed(
@@ -242,10 +255,13 @@ class Sora2Client:
         """``async with client.events() as stream: async for event in stream`` (see Event)."""
         return self._events.stream(task_id=task_id, max_buffer=max_buffer)
 
-    async def _submit(self, request: VideoRequest) -> Task:
+    async def _submit(
+        self, request: VideoRequest, *, before_send: Callable[[], Awaitable[None]] | None = None
+    ) -> Task:
         # The final poll is promised in the same admission that lets the generate out.
         horizon = self._scheduler.final_poll_after(request.model_tier)
-        task_id = await self._api.generate(request, reserve=1, horizon=horizon)
+        with run_on_admission(before_send):
+            task_id = await self._api.generate(request, reserve=1, horizon=horizon)
         task = Task(task_id, request, anyio.current_time())
         self._scheduler.adopt(task, promised=True)
         self._events.emit(EventKind.SUBMITTED, task_id=task_id, task=task, request=request)

@@ -1,0 +1,134 @@
+"""The journal's side of a batch: what each request needs now, and recording what happened.
+
+For each request the batch reads, :meth:`JournaledStart.start` looks it up in the journal:
+
+* nothing recorded, or refused by the API before: submit it — intent first (on admission,
+  see ``_intent``), then the generate, then the task id, each durable before the next step;
+* submitted: follow the task by its id, never submit again;
+* completed or failed: hand back the recorded outcome, spending nothing;
+* intent without an answer (uncertain): hand back :class:`UncertainSubmissionError`, unless
+  ``resubmit_uncertain``.
+
+:meth:`JournaledStart.finished` records the terminal status of every followed task.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import anyio
+
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    GenerationFailedError,
+    ServerError,
+)
+from ._journal import Journal, JournalEntry, JournalState, UncertainSubmissionError, request_key
+from ._models import BatchResult, Task, TaskState, TaskStatus, VideoRequest, video_of
+
+__all__ = ["JournaledStart", "SubmitHooked", "final_status_of", "provably_not_created"]
+
+
+class SubmitHooked(Protocol):
+    """Submit ``request``, awaiting ``before_send`` once the budget admits its generate."""
+
+    def __call__(
+        self, request: VideoRequest, *, before_send: Callable[[], Awaitable[None]] | None = None
+    ) -> Awaitable[Task]: ...
+
+
+def provably_not_created(error: BaseException) -> bool:
+    """Whether a failed generate certainly created no task (the API refused it, or it was
+    never sent); a server error, a lost answer or a broken one may hide a task."""
+    if isinstance(error, APIConnectionError):
+        return not error.request_sent
+    return isinstance(error, APIError) and not isinstance(error, ServerError)
+
+
+def final_status_of(result: BatchResult) -> TaskStatus | None:
+    """The terminal status a batch result carries (``None`` when it has none: the task was
+    never accepted, or following it failed before it ended)."""
+    if result.video is not None:
+        video = result.video
+        return TaskStatus(
+            video.task_id,
+            TaskState.COMPLETED,
+            video_url=video.url,
+            generation_time=video.generation_time,
+            credits_used=video.credits_used,
+        )
+    if isinstance(result.error, GenerationFailedError):
+        return result.error.status
+    return None
+
+
+def _outcome(entry: JournalEntry) -> BatchResult:
+    """The batch result of an entry that already ended, from the journal alone."""
+    status = entry.final_status()
+    assert status is not None
+    assert entry.task_id is not None
+    task = Task(entry.task_id, entry.request)
+    try:
+        return BatchResult(entry.request, task, video=video_of(task, status))
+    except GenerationFailedError as exc:
+        return BatchResult(entry.request, task, error=exc)
+
+
+class JournaledStart:
+    """Starts a batch's requests through a :class:`Journal` (one per batch run)."""
+
+    def __init__(
+        self, journal: Journal, submit: SubmitHooked, *, resubmit_uncertain: bool = False
+    ) -> None:
+        self._journal = journal
+        self._submit = submit
+        self._resubmit_uncertain = resubmit_uncertain
+        self._copies: Counter[str] = Counter()  # identical requests of one batch are distinct
+        self._keys: dict[str, str] = {}  # task id -> journal key
+
+    async def start(self, request: VideoRequest) -> Task | BatchResult:
+        """A task to follow, or the request's result when nothing is to be sent for it.
+
+        Raises:
+            UncertainSubmissionError: an earlier run's generate of it got no answer.
+            The errors of the submission (a refusal is recorded as such first).
+        """
+        plain = request_key(request)
+        key = request_key(request, self._copies[plain])
+        self._copies[plain] += 1
+        entry = await self._journal.lookup(key)
+        if entry is not None:
+            if entry.state is JournalState.SUBMITTED and entry.task_id is not None:
+                self._keys[entry.task_id] = key
+                return Task(entry.task_id, request)  # age unknown: looked at right away
+            if entry.state in (JournalState.COMPLETED, JournalState.FAILED):
+                return _outcome(entry)
+            if entry.state is JournalState.INTENT and not self._resubmit_uncertain:
+                raise UncertainSubmissionError(key, request)
+        intent = functools.partial(self._journal.record_intent, key, request)
+        try:
+            task = await self._submit(request, before_send=intent)
+        except Exception as exc:
+            if provably_not_created(exc):
+                with anyio.CancelScope(shield=True):
+                    await self._journal.record_rejected(key, request, str(exc))
+            raise  # otherwise the intent stays: the task may exist
+        # Shielded: once the API has answered, its task id must reach the journal even if
+        # the batch is being cancelled (Ctrl-C), or the request would turn uncertain.
+        with anyio.CancelScope(shield=True):
+            await self._journal.record_task(key, request, task.task_id)
+        self._keys[task.task_id] = key
+        return task
+
+    async def finished(self, result: BatchResult) -> None:
+        """Record the terminal status of a followed task (nothing when it did not end)."""
+        status = final_status_of(result)
+        key = self._keys.get(status.task_id) if status is not None else None
+        if status is None or key is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await self._journal.record_status(key, status)
