@@ -7,6 +7,11 @@ budget's admission is the last stop before the HTTP layer, so the client hands i
 a thin wrapper of the limiter: once a ``GENERATE`` permit is granted, it awaits the hook that
 the calling task installed with :func:`run_on_admission`. The limiter knows nothing of it, and the
 path stays one-way: request → budget → hook → HTTP.
+
+From the hook until the generate's answer, the request is shielded from cancellation: once
+the intent is written the request goes out, and once it is out its answer (the task id) is
+worth waiting for — a batch cancelled by Ctrl-C then records the task instead of leaving the
+request uncertain. The HTTP layer's timeout bounds that wait; budget waits are never shielded.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from contextvars import ContextVar
+
+import anyio
+import anyio.lowlevel
 
 from ._budget import BudgetState, Limiter, Permit, RateLimit, RequestKind
 
@@ -69,17 +77,24 @@ class HookedLimiter:
         """The wrapped limiter's permit; a generate's hook runs once it is granted."""
         async with self._inner.permit(kind, reserve=reserve, horizon=horizon) as permit:
             pending = _PENDING.get()
-            if kind is RequestKind.GENERATE and pending is not None and not pending.fired:
-                pending.fired = True
-                try:
+            if kind is not RequestKind.GENERATE or pending is None or pending.fired:
+                yield permit
+                return
+            pending.fired = True
+            try:
+                # An admission can come without a checkpoint: a batch already cancelled must
+                # stop here, before the shield, and send nothing more.
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                with anyio.CancelScope(shield=True):
                     await pending.hook()
-                except BaseException:
-                    # The caller never learns it was admitted, so it cannot give back the
-                    # polls this admission promised: do it here. (The slot itself stays
-                    # counted, as if sent: the safe side.)
-                    self._inner.release(reserve)
-                    raise
-            yield permit
+            except BaseException:
+                # The caller never learns it was admitted, so it cannot give back the polls
+                # this admission promised: do it here. (The slot itself stays counted, as if
+                # sent: the safe side.)
+                self._inner.release(reserve)
+                raise
+            with anyio.CancelScope(shield=True):
+                yield permit
 
     def try_permit(
         self, kind: RequestKind = RequestKind.EXTRA_POLL

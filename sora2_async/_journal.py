@@ -20,6 +20,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "JournalEntry",
     "JournalState",
     "SQLiteJournal",
+    "RequestKeys",
     "UncertainSubmissionError",
     "request_key",
 ]
@@ -142,6 +144,20 @@ def request_key(request: VideoRequest, occurrence: int = 0) -> str:
     body = json.dumps(request.to_wire(), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:24]
     return f"{digest}-{occurrence}"
+
+
+class RequestKeys:
+    """Keys for the requests of one batch, in order: the n-th copy of a request gets ``n``."""
+
+    def __init__(self) -> None:
+        self._copies: Counter[str] = Counter()
+
+    def next(self, request: VideoRequest) -> str:
+        """The key of ``request``, the next request of the batch."""
+        plain = request_key(request)
+        key = request_key(request, self._copies[plain])
+        self._copies[plain] += 1
+        return key
 
 
 def _request_from_wire(text: str) -> VideoRequest:

@@ -15,7 +15,6 @@ For each request the batch reads, :meth:`JournaledStart.start` looks it up in th
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -27,7 +26,13 @@ from ._errors import (
     GenerationFailedError,
     ServerError,
 )
-from ._journal import Journal, JournalEntry, JournalState, UncertainSubmissionError, request_key
+from ._journal import (
+    Journal,
+    JournalEntry,
+    JournalState,
+    RequestKeys,
+    UncertainSubmissionError,
+)
 from ._models import BatchResult, Task, TaskState, TaskStatus, VideoRequest, video_of
 
 __all__ = ["JournaledStart", "SubmitHooked", "final_status_of", "provably_not_created"]
@@ -87,7 +92,7 @@ class JournaledStart:
         self._journal = journal
         self._submit = submit
         self._resubmit_uncertain = resubmit_uncertain
-        self._copies: Counter[str] = Counter()  # identical requests of one batch are distinct
+        self._keys_of = RequestKeys()  # identical requests of one batch are distinct
         self._keys: dict[str, str] = {}  # task id -> journal key
 
     async def start(self, request: VideoRequest) -> Task | BatchResult:
@@ -97,9 +102,7 @@ class JournaledStart:
             UncertainSubmissionError: an earlier run's generate of it got no answer.
             The errors of the submission (a refusal is recorded as such first).
         """
-        plain = request_key(request)
-        key = request_key(request, self._copies[plain])
-        self._copies[plain] += 1
+        key = self._keys_of.next(request)
         entry = await self._journal.lookup(key)
         if entry is not None:
             if entry.state is JournalState.SUBMITTED and entry.task_id is not None:

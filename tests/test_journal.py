@@ -286,3 +286,28 @@ async def test_the_hook_runs_in_its_own_task_only() -> None:
         tg.start_soon(submit, "b")
         await client.generate(VideoRequest("no hook"))
     assert sorted(calls) == ["a", "b"]
+
+
+class SlowGenerate(httpx.AsyncBaseTransport):
+    """The simulator, with every generate's answer taking ``delay`` seconds."""
+
+    def __init__(self, sim: Simulator, delay: float) -> None:
+        self._inner = sim.transport()
+        self._delay = delay
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if request.url.path.endswith("/generate"):
+            await anyio.sleep(self._delay)
+        return response
+
+
+async def test_a_generate_in_flight_when_cancelled_still_records_its_task() -> None:
+    sim = Simulator(seed=10)
+    journal = MemoryJournal()
+    async with client_for(sim, SlowGenerate(sim, 5.0)) as client:
+        with anyio.move_on_after(1.0):  # Ctrl-C while the first answer is on its way
+            await run_batch(client, requests(3), journal)
+    states = [e.state for e in await journal.entries()]
+    assert states == [JournalState.SUBMITTED]  # its answer came back: not uncertain
+    assert sim.stats().tasks_created == 1  # and nothing was sent after the cancel

@@ -1,0 +1,60 @@
+"""``sora2``'s entry: parse, run the subcommand on anyio, turn errors into one line and a status.
+
+Exit statuses: 0 done; 1 something failed (a video, the API, insufficient credits, not
+confirmed); 2 a usage error, a bad input line, a missing key, a refusal by ``--max-credits``
+(nothing was submitted); 130 interrupted (the journal is intact).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from .._errors import InvalidRequestError, Sora2Error
+from . import commands
+from .args import build_parser
+from .demo import demo
+from .inputs import InputError
+from .runner import EXIT_INTERRUPTED, CLIError
+
+__all__ = ["run"]
+
+_ASYNC: dict[str, Callable[..., Awaitable[int]]] = {
+    "batch": commands.batch,
+    "demo": demo,
+    "generate": commands.generate,
+    "status": commands.status,
+    "wait": commands.wait,
+}
+
+
+def _fail(message: str, code: int) -> int:
+    for line in message.splitlines():
+        print(f"sora2: error: {line}", file=sys.stderr)
+    return code
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run ``sora2`` with ``argv`` (default: the process's); return the exit status."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "simulator":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "simulator":
+            return commands.simulator(args, extra)
+        return anyio.run(_ASYNC[args.command], args)
+    except CLIError as exc:
+        return _fail(str(exc), exc.code)
+    except InputError as exc:
+        return _fail(f"{exc}\nnothing was submitted", 2)
+    except InvalidRequestError as exc:
+        return _fail(exc.message, 2)
+    except Sora2Error as exc:
+        return _fail(str(exc).splitlines()[0], 1)
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 2)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)

@@ -1,0 +1,135 @@
+"""The ``sora2`` command line: its argument parser (stdlib ``argparse``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .._models import AspectRatio, Mode, ModelTier
+
+__all__ = ["DEMO_TIME_SCALE", "build_parser"]
+
+#: The demo's default: a simulated hour in ten seconds.
+DEMO_TIME_SCALE = 360.0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def _common(*, time_scale: float | None = 1.0) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the API's base URL (default: $NANOPHOTO_BASE_URL, then https://nanophoto.ai)",
+    )
+    shown = "1" if time_scale == 1.0 else f"{DEMO_TIME_SCALE:g}"
+    common.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=time_scale,
+        metavar="N",
+        help=f"run N times faster, to match a simulator started with --time-scale N "
+        f"(default {shown})",
+    )
+    return common
+
+
+def _request_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--mode", choices=[m.value for m in Mode], help="default: imageToVideo with images")
+    add("--tier", choices=[t.value for t in ModelTier], default=ModelTier.SORA2.value)
+    add("--ratio", choices=[r.value for r in AspectRatio], default=AspectRatio.PORTRAIT.value)
+    add("--duration", type=int, choices=(10, 15), default=10, help="seconds (default 10)")
+    add("--image-url", action="append", default=[], metavar="URL", help="repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``sora2`` subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="sora2",
+        description="Generate Sora 2 videos with nanophoto.ai, making the key's 100 requests "
+        "an hour go as far as they can. Try it without a key: sora2 demo",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+
+    generate = commands.add_parser(
+        "generate", parents=[common], help="submit one video", description="Submit one video."
+    )
+    generate.add_argument("prompt")
+    _request_options(generate)
+    generate.add_argument("--wait", action="store_true", help="wait until it is done")
+    generate.add_argument("--out", metavar="FILE", help="save the video there (implies --wait)")
+
+    status = commands.add_parser("status", parents=[common], help="one status check of a task")
+    status.add_argument("task_id")
+
+    wait = commands.add_parser("wait", parents=[common], help="wait for a task to finish")
+    wait.add_argument("task_id")
+    wait.add_argument("--out", metavar="FILE", help="save the video there")
+
+    batch = commands.add_parser(
+        "batch",
+        parents=[common],
+        help="generate a file of prompts into a folder (resumable)",
+        description="Generate every request of PROMPTS (JSONL, or one prompt a line) into "
+        "DIR. A journal in DIR makes the run resumable: run the same command again after a "
+        "crash or Ctrl-C and nothing is paid twice.",
+    )
+    batch.add_argument("prompts", metavar="PROMPTS", help="JSONL or plain-text file")
+    _batch_options(batch, out_required=True)
+    batch.add_argument("--max-credits", type=_positive_int, metavar="C", help="refuse above C")
+    batch.add_argument("--yes", "-y", action="store_true", help="do not ask before spending")
+    batch.add_argument(
+        "--resubmit-uncertain",
+        action="store_true",
+        help="send again requests whose earlier answer was lost (they may be charged twice)",
+    )
+    batch.add_argument("--journal", metavar="PATH", help="default: DIR/.sora2-journal.sqlite")
+
+    simulator = commands.add_parser(
+        "simulator",
+        parents=[common],
+        help="serve the API simulator on loopback",
+        description="Serve a simulator of the API over HTTP (needs the 'server' extra). "
+        "Further options go to python -m sora2_async.testing (see its --help).",
+    )
+    simulator.add_argument("--host", default="127.0.0.1")
+    simulator.add_argument("--port", type=int, default=8765)
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[_common(time_scale=DEMO_TIME_SCALE)],
+        help="a batch of a dozen videos against the built-in simulator (no key, no network)",
+    )
+    _batch_options(demo, out_required=False)
+    return parser
+
+
+def _batch_options(parser: argparse.ArgumentParser, *, out_required: bool) -> None:
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        required=out_required,
+        default=None if out_required else "sora2-demo",
+        help="the folder for the videos, the journal and manifest.jsonl",
+    )
+    parser.add_argument("--max-in-flight", type=_positive_int, metavar="N")
+    parser.add_argument("--json", action="store_true", help="print JSON events, one a line")
