@@ -44,6 +44,8 @@ _TRUST_SAMPLES = 20
 def _check_priors(
     _: object, __: attrs.Attribute[Any], value: Mapping[ModelTier, tuple[float, float]]
 ) -> None:
+    if not value:
+        raise ValueError("priors must give a (lo, hi) range for at least one tier")
     for tier, (lo, hi) in value.items():
         if not 0 <= lo <= hi:
             raise ValueError(f"prior of {tier}: need 0 <= lo <= hi, got ({lo}, {hi})")
@@ -60,10 +62,12 @@ class PollPolicy:
     ``time_scale``: divide every duration by this (to match a simulator run faster).
     """
 
-    min_interval: float = 5.0
-    target_delay: float = 9.5
-    final_margin: float = 1.0
-    budget_share: float = 0.95
+    min_interval: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    target_delay: float = attrs.field(default=9.5, validator=attrs.validators.ge(0))
+    final_margin: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    budget_share: float = attrs.field(
+        default=0.95, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    )
     priors: Mapping[ModelTier, tuple[float, float]] = attrs.field(
         factory=lambda: dict(DEFAULT_PRIORS), validator=_check_priors
     )

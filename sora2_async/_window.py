@@ -57,7 +57,17 @@ class SlidingLog:
 
     def count_after(self, when: float) -> int:
         """How many of the current entries will still count at time ``when``."""
-        return len(self._expiries) - bisect.bisect_right(self._expiries, when, lo=self._head)
+        index = bisect.bisect_right(self._expiries, when + _EPSILON, lo=self._head)
+        return len(self._expiries) - index
+
+    def expiry(self, k: int) -> float:
+        """When the ``k``-th oldest entry leaves (1-based; ``k <= len(self)``)."""
+        return self._expiries[self._head + k - 1]
+
+    def first_expiry_after(self, when: float) -> float | None:
+        """The first expiry later than ``when``, or ``None``."""
+        index = bisect.bisect_right(self._expiries, when + _EPSILON, lo=self._head)
+        return self._expiries[index] if index < len(self._expiries) else None
 
     def next_expiry(self) -> float | None:
         """When the oldest entry leaves the window, or ``None`` when empty."""

@@ -492,11 +492,6 @@ def test_a_prior_may_be_a_single_duration() -> None:
     assert DurationModel(policy).bounds(ModelTier.PRO_HIGH) == (5.0, 5.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PollPolicy(priors={}) passes validation, then DurationModel.bounds raises "
-    "a bare 'min() arg is an empty sequence' for every tier at the first poll",
-)
 def test_empty_priors_are_refused_or_still_give_bounds() -> None:
     try:
         policy = PollPolicy(priors={})

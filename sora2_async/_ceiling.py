@@ -1,0 +1,69 @@
+"""The limit in force: the configured one, lowered by 429s, restored by quiet windows.
+
+A 429 means the server counted more than we did: another consumer shares the key, or the
+server counts differently. :meth:`Ceiling.lower` takes away what the others seem to use;
+each full window without a 429 gives some back: doubling while below half the configured
+limit (a key that was busy for a while is not starved for days), one slot at a time above
+(probing slowly where the last 429 was). The value is a pure function of time since the last
+429, so looking at it changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Ceiling"]
+
+
+class Ceiling:
+    """The highest number of requests the budget lets into one window now."""
+
+    __slots__ = ("_configured", "_lowered_at", "_lowered_to", "_window")
+
+    def __init__(self, configured: int, window: float) -> None:
+        self._configured = configured
+        self._window = window
+        self._lowered_to = configured
+        self._lowered_at = -math.inf
+
+    def __repr__(self) -> str:
+        return f"<Ceiling {self._lowered_to}/{self._configured} per {self._window:g}s>"
+
+    def at(self, now: float) -> int:
+        """The limit at time ``now``."""
+        value = self._lowered_to
+        if value >= self._configured:
+            return self._configured
+        for _ in range(int((now - self._lowered_at) // self._window)):
+            value = min(self._configured, value * 2 if 2 * value <= self._configured else value + 1)
+            if value == self._configured:
+                break
+        return value
+
+    def next_rise(self, now: float) -> float:
+        """When the limit next goes up by itself (``inf`` when it is at the configured one)."""
+        if self.at(now) >= self._configured:
+            return math.inf
+        windows = (now - self._lowered_at) // self._window + 1
+        return self._lowered_at + windows * self._window
+
+    def lower(self, now: float, *, ours: int, seen_for: float, retry_after: float | None) -> None:
+        """Account for a 429 at ``now``, while our window held ``ours`` (the refused one too).
+
+        With ``Retry-After`` the server says when it frees: it is trusted, and one slot goes.
+        Without, the server's window is full while ours holds ``ours``, so others hold at
+        least ``configured - ours + 1`` of it, seen over the ``seen_for`` seconds our log
+        covers; they are assumed to go on at that pace for a whole window. Each 429 takes
+        at least one slot, and never more than half of what we had in the window.
+        """
+        current = self.at(now)
+        if retry_after is not None:
+            lowered = current - 1
+        else:
+            others = max(1, self._configured - (ours - 1))
+            seen_for = min(self._window, max(self._window / 12, seen_for))
+            expected = others * self._window / seen_for
+            target = math.floor(self._configured - expected) - 1
+            lowered = max(ours // 2, min(current - 1, target))
+        self._lowered_to = max(1, lowered)
+        self._lowered_at = now
