@@ -1,0 +1,90 @@
+"""What a backend tells its own clients about a video or a batch: JSON-ready pydantic models.
+
+They are built only from what the SDK already knows (``known_status``, the outcome of a
+background wait), so answering with them never spends budget.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+from pydantic import BaseModel
+
+from .._errors import APIError
+from .._models import BatchResult, Task, TaskStatus
+
+__all__ = ["BatchJob", "BatchView", "VideoState", "VideoView", "view_of_error", "view_of_status"]
+
+#: ``processing`` until the video ends ``completed`` or ``failed``; ``error`` when the SDK
+#: stopped following it (the task was not found, or polling kept failing): the video may
+#: still finish on the server.
+VideoState = Literal["processing", "completed", "failed", "error"]
+
+
+class VideoView(BaseModel):
+    """One video as a backend reports it; :attr:`done` once ``state`` can no longer change."""
+
+    task_id: str
+    state: VideoState
+    progress: str | None = None  #: the server's stage word, not a percentage
+    video_url: str | None = None
+    generation_time: float | None = None
+    credits_used: int | None = None
+    error: str | None = None
+    error_code: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the video has ended (completed, failed, or no longer followed)."""
+        return self.state != "processing"
+
+
+def view_of_status(status: TaskStatus) -> VideoView:
+    """The view of a status the SDK has seen."""
+    return VideoView(
+        task_id=status.task_id,
+        state=status.state.value,
+        progress=status.progress,
+        video_url=status.video_url,
+        generation_time=status.generation_time,
+        credits_used=status.credits_used,
+        error=status.error,
+        error_code=status.error_code,
+    )
+
+
+def view_of_error(task_id: str, error: BaseException) -> VideoView:
+    """The view of a task the SDK stopped following because of ``error``."""
+    code = error.error_code if isinstance(error, APIError) else None
+    return VideoView(task_id=task_id, state="error", error=str(error), error_code=code)
+
+
+class BatchView(BaseModel):
+    """A batch as a backend reports it.
+
+    ``videos`` are the accepted ones, in the order they were submitted; ``rejected`` holds
+    the error of each request the API never accepted. ``done`` once every request has ended.
+    """
+
+    batch_id: str
+    total: int
+    done: bool
+    videos: list[VideoView]
+    rejected: list[str]
+
+
+@attrs.define(eq=False)
+class BatchJob:
+    """A batch running in a service's background: what was submitted and what has ended."""
+
+    batch_id: str
+    total: int
+    tasks: list[Task] = attrs.Factory(list)  #: accepted, in submission order
+    results: list[BatchResult] = attrs.Factory(list)  #: ended, in order of completion
+    done: bool = False
+
+    @property
+    def rejected(self) -> list[BatchResult]:
+        """Results of requests the API never accepted (no task)."""
+        return [result for result in self.results if result.task is None]
