@@ -139,9 +139,7 @@ async def test_shutdown_mid_flight_cancels_the_pollers_cleanly(
                 for task_id in ids:
                     tg.start_soon(watch, task_id)
                 # Mid-flight: the first polls went out; few videos, if any, are done.
-                await until(
-                    lambda: sim.stats().requests_by_endpoint["check_status"] >= 3, within=5
-                )
+                await until(lambda: sim.stats().requests_by_endpoint["check_status"] >= 3, within=5)
                 assert service.running > 0  # background waits in flight
                 started = time.monotonic()
                 # What Ctrl-C or SIGTERM does; in a thread, so that this loop goes on.
@@ -248,9 +246,7 @@ async def test_the_uvicorn_command_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
 
                 for task_id in ids:
                     tg.start_soon(watch, task_id)
-                await until(
-                    lambda: sim.stats().requests_by_endpoint["check_status"] >= 1, within=5
-                )
+                await until(lambda: sim.stats().requests_by_endpoint["check_status"] >= 1, within=5)
                 process.send_signal(signal.SIGINT)
                 with anyio.fail_after(10):
                     code = await process.wait()
