@@ -3,8 +3,9 @@
 * ``<!-- sora2-help: ARGS -->`` in a page becomes the output of ``sora2 ARGS --help``, so
   the command-line page cannot drift from the command.
 * ``<!-- include: PATH -->`` becomes the Markdown file at PATH (relative to the repository),
-  or a note when it does not exist yet. Its relative links to files beside it are published
-  with the site (plots) or turned into plain text (anything else), so ``--strict`` holds.
+  its headings one level down, or a note when it does not exist yet. Its relative links to
+  images beside it are published with the site (plots); other relative links become plain
+  text naming the file, so ``--strict`` holds.
 * Docstrings written with Sphinx roles (``:class:`Video```) get the role dropped and a
   link to the object when the API reference has it.
 """
@@ -59,7 +60,17 @@ def _include(path: str) -> str:
             return f"![{match['text']}](../{_ASSETS}/{beside.relative_to(ROOT)})"
         return f"{match['text']} (`{beside.relative_to(ROOT)}`)" if match["text"] else ""
 
-    return _LINK.sub(relink, text)
+    return _demoted(_LINK.sub(relink, text))
+
+
+def _demoted(markdown: str) -> str:
+    """One heading level down (outside code blocks): the including page has the title."""
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        lines.append(f"#{line}" if line.startswith("#") and not fenced else line)
+    return "\n".join(lines) + "\n"
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
@@ -90,10 +101,9 @@ def on_page_content(html: str, page: Any, config: Any, files: Files) -> str:
         name = match["name"]
         shown = name.rsplit(".", 1)[-1] if match["tilde"] else name
         candidates = [name] if name.startswith("sora2_async") else [f"sora2_async.{name}"]
-        if "testing" in page.file.src_uri:
-            candidates.insert(0, f"sora2_async.testing.{name}")
-        elif "fastapi" in page.file.src_uri:
-            candidates.insert(0, f"sora2_async.fastapi.{name}")
+        for package in ("testing", "fastapi"):  # a short name there is first that package's
+            if package in page.file.src_uri and not name.startswith("sora2_async"):
+                candidates.insert(0, f"sora2_async.{package}.{name}")
         slug = f' slug="{candidates[1]}"' if len(candidates) > 1 else ""
         # "optional": an unknown name stays plain code instead of failing the build.
         return (

@@ -25,6 +25,7 @@ pass at once; the working directory is a temporary folder, for downloads. Run wi
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import os
 import re
@@ -121,3 +122,50 @@ def run_test_files(files: dict[str, str], folder: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert " passed" in done.stdout
     assert "failed" not in done.stdout
+
+
+def load_hooks() -> Any:
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "_hooks.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_included_files_are_relinked_and_demoted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hooks = load_hooks()
+    monkeypatch.setattr(hooks, "ROOT", tmp_path)
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "latest.png").write_bytes(b"\x89PNG")
+    (results / "latest.md").write_text(
+        "# Results\n\n![plot](latest.png)\n\nSee [the runner](../run.py) and "
+        "[the site](https://example.org).\n\n```python\n# not a heading\n```\n",
+        encoding="utf-8",
+    )
+    text = hooks._include("benchmarks/results/latest.md")
+    assert text.startswith("## Results\n")
+    assert "![plot](../assets/included/benchmarks/results/latest.png)" in text
+    assert "the runner (`benchmarks/run.py`)" in text
+    assert "[the site](https://example.org)" in text
+    assert "```python\n# not a heading\n```" in text
+    assert "Not generated yet" in hooks._include("benchmarks/results/missing.md")
+
+
+def test_sphinx_roles_become_optional_links() -> None:
+    hooks = load_hooks()
+    page = type("Page", (), {"file": type("F", (), {"src_uri": "reference/testing.md"})()})()
+    html = hooks.on_page_content(
+        "a :class:<code>~sora2_async.testing.Simulator</code> and :meth:<code>run()</code>",
+        page=page,
+        config={},
+        files=None,
+    )
+    assert ":class:" not in html
+    assert ":meth:" not in html
+    assert '<autoref identifier="sora2_async.testing.Simulator" optional>' in html
+    assert "<code>Simulator</code>" in html
+    assert 'identifier="sora2_async.testing.run" slug="sora2_async.run" optional' in html

@@ -242,3 +242,27 @@ async def test_the_lifespan_hands_the_service_and_client_to_routes(anyio_backend
     async with httpx.AsyncClient(transport=httpx.ASGITransport(bare), base_url="http://a") as http:
         with pytest.raises(RuntimeError, match="sora2_lifespan"):
             await http.get("/")
+
+
+def test_the_public_names() -> None:
+    import sora2_async.fastapi as module
+
+    assert sorted(module.__all__) == sorted(
+        [
+            "STATE_KEY",
+            "BatchJob",
+            "BatchView",
+            "ShuttingDownError",
+            "Sora2",
+            "Sora2ClientDep",
+            "Sora2Service",
+            "VideoState",
+            "VideoView",
+            "drain_on_uvicorn_shutdown",
+            "get_client",
+            "get_sora2",
+            "sora2_lifespan",
+        ]
+    )
+    for name in module.__all__:
+        assert getattr(module, name) is not None
