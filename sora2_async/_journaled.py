@@ -15,6 +15,7 @@ For each request the batch reads, :meth:`JournaledStart.start` looks it up in th
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -71,6 +72,17 @@ def final_status_of(result: BatchResult) -> TaskStatus | None:
     return None
 
 
+def _submitted_at(entry: JournalEntry) -> float:
+    """When a task recorded as submitted was submitted, on this event loop's clock.
+
+    Its entry changed last when the task id was recorded, right after the API accepted it.
+    Knowing its age, the scheduler plans its polls as for any task of this run, rather than
+    looking at every re-attached task right away.
+    """
+    age = max(0.0, time.time() - entry.updated_at)
+    return anyio.current_time() - age
+
+
 def _outcome(entry: JournalEntry) -> BatchResult:
     """The batch result of an entry that already ended, from the journal alone."""
     status = entry.final_status()
@@ -107,7 +119,7 @@ class JournaledStart:
         if entry is not None:
             if entry.state is JournalState.SUBMITTED and entry.task_id is not None:
                 self._keys[entry.task_id] = key
-                return Task(entry.task_id, request)  # age unknown: looked at right away
+                return Task(entry.task_id, request, _submitted_at(entry))
             if entry.state in (JournalState.COMPLETED, JournalState.FAILED):
                 return _outcome(entry)
             if entry.state is JournalState.INTENT and not self._resubmit_uncertain:

@@ -48,6 +48,13 @@ def _common(*, time_scale: float | None = 1.0) -> argparse.ArgumentParser:
         help=f"run N times faster, to match a simulator started with --time-scale N "
         f"(default {shown})",
     )
+    common.add_argument(
+        "--rate-limit",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="the key's requests per hour (default 100; more for keys with a bought limit)",
+    )
     return common
 
 

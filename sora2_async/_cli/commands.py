@@ -8,6 +8,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from .._budget import RateLimit
 from .._client import API_KEY_ENV, Sora2Client
 from .._models import VideoRequest
 from .display import JsonReporter, Reporter, RichReporter
@@ -28,7 +29,9 @@ def make_client(args: argparse.Namespace) -> Sora2Client:
             f"no API key: set the {API_KEY_ENV} environment variable (make one at "
             "nanophoto.ai -> Settings -> API Keys), or try `sora2 demo`, which needs none"
         )
-    return Sora2Client(base_url=args.base_url, time_scale=args.time_scale)
+    return Sora2Client(
+        base_url=args.base_url, time_scale=args.time_scale, rate_limit=RateLimit(args.rate_limit)
+    )
 
 
 def ask_on_terminal(question: str) -> bool:
@@ -126,4 +129,5 @@ def simulator(args: argparse.Namespace, extra: list[str]) -> int:
         url = urllib.parse.urlsplit(args.base_url)
         host, port = url.hostname or host, url.port or port
     argv = ["--host", host, "--port", str(port), "--time-scale", f"{args.time_scale:g}"]
+    argv += ["--rate-limit", str(args.rate_limit)]
     return serve([*argv, *extra])

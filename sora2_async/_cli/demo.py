@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import httpx
 
+from .._budget import RateLimit
 from .._client import Sora2Client
 from .._models import VideoRequest
 from ..testing import Simulator
@@ -72,9 +73,18 @@ async def demo(args: argparse.Namespace) -> int:
         client = make_client(args)
     else:
         await _forget_earlier_demo(out_dir)
-        simulator = Simulator(seed="sora2-demo", time_scale=args.time_scale)
+        simulator = Simulator(
+            seed="sora2-demo",
+            time_scale=args.time_scale,
+            rate_limit=RateLimit(args.rate_limit),
+        )
         http = httpx.AsyncClient(transport=simulator.transport())
-        client = Sora2Client("demo-key", http_client=http, time_scale=args.time_scale)
+        client = Sora2Client(
+            "demo-key",
+            http_client=http,
+            time_scale=args.time_scale,
+            rate_limit=RateLimit(args.rate_limit),
+        )
         reporter.note(
             f"sora2 demo: {len(lines)} videos on the built-in simulator, time running "
             f"{args.time_scale:g}x faster (a simulated hour of budget in "
