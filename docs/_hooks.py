@@ -7,7 +7,8 @@
   images beside it are published with the site (plots); other relative links become plain
   text naming the file, so ``--strict`` holds.
 * Docstrings written with Sphinx roles (``:class:`Video```) get the role dropped and a
-  link to the object when the API reference has it.
+  link to the object when the API reference has it; a paragraph's closing ``::`` (reST's
+  mark of a literal block) becomes ``:``.
 """
 
 from __future__ import annotations
@@ -110,4 +111,5 @@ def on_page_content(html: str, page: Any, config: Any, files: Files) -> str:
             f'<autoref identifier="{candidates[0]}"{slug} optional><code>{shown}</code></autoref>'
         )
 
-    return _ROLE.sub(link, html)
+    # A reST literal block's "::" ends the paragraph before it; Markdown shows it as is.
+    return _ROLE.sub(link, html).replace("::</p>", ":</p>")
