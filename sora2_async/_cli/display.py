@@ -151,9 +151,10 @@ def _budget_line(t: Tracker) -> str:
         return f"budget: waiting for the first answer · 429s: {t.rate_limited}"
     hour = "this hour" if abs(b.window - 3600) < 60 else f"in this {b.window:.0f}s window"
     free = "now" if b.next_free_in <= 0 else f"in {b.next_free_in:.0f}s"
+    waiting = " · a submission waits for budget" if b.waiting_generates else ""
     return (
         f"budget: {max(0, b.limit - b.used)} of {b.limit} requests left {hour} "
-        f"({b.reserved} promised to running videos) · next free slot {free} · "
+        f"({b.reserved} promised to running videos) · next free slot {free}{waiting} · "
         f"429s: {b.rate_limited}"
     )
 

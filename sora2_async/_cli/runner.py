@@ -135,6 +135,7 @@ class _Run:
                 with anyio.CancelScope() as work:
                     outer.start_soon(self._watch_signals, work)
                     outer.start_soon(self.reporter.tick)
+                    outer.start_soon(self._sample_budget)
                     await self._batch()
                 outer.cancel_scope.cancel()
         finally:
@@ -153,8 +154,15 @@ class _Run:
                 work.cancel()
                 return
 
+    async def _sample_budget(self) -> None:
+        # Events stop while the budget binds: the display's countdown must go on anyway.
+        while True:
+            self.tracker.budget = self.client.budget()  # a snapshot; sends nothing
+            await anyio.sleep(0.25)
+
     def _on_event(self, event: Event) -> None:
         self.tracker.on_event(event)
+        self.tracker.budget = self.client.budget()  # a snapshot; sends nothing
         self.reporter.event(event)
 
     async def _batch(self) -> None:
