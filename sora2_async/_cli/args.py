@@ -102,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("prompts", metavar="PROMPTS", help="JSONL or plain-text file")
     _batch_options(batch, out_required=True)
-    batch.add_argument("--max-credits", type=_positive_int, metavar="C", help="refuse above C")
+    batch.add_argument(
+        "--max-credits",
+        type=_positive_int,
+        metavar="C",
+        help="refuse (sending nothing) if the requests to send cost more than C credits",
+    )
     batch.add_argument("--yes", "-y", action="store_true", help="do not ask before spending")
     batch.add_argument(
         "--resubmit-uncertain",
@@ -138,5 +143,10 @@ def _batch_options(parser: argparse.ArgumentParser, *, out_required: bool) -> No
         default=None if out_required else "sora2-demo",
         help="the folder for the videos, the journal and manifest.jsonl",
     )
-    parser.add_argument("--max-in-flight", type=_positive_int, metavar="N")
+    parser.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        metavar="N",
+        help="at most N videos at once (default: as many as the budget carries)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON events, one a line")

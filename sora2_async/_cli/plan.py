@@ -99,11 +99,12 @@ class Plan:
 
 async def make_plan(journal: Journal, lines: Sequence[Line], *, resubmit_uncertain: bool) -> Plan:
     """Look every line up in ``journal`` (with the keys the batch will use)."""
+    known = {entry.key: entry for entry in await journal.entries()}  # one read, not one a line
     keys = RequestKeys()
     items = []
     for line in lines:
         key = keys.next(line.request)
-        items.append(Item(line, key, await journal.lookup(key)))
+        items.append(Item(line, key, known.get(key)))
     return Plan(items, resubmit_uncertain)
 
 
