@@ -24,7 +24,7 @@ import anyio
 import attrs
 import httpx
 
-from sora2_async import ModelTier, Sora2Client, Sora2Error, VideoRequest
+from sora2_async import ModelTier, RateLimit, Sora2Client, Sora2Error, VideoRequest
 from sora2_async.testing import RateLimitPolicy, Simulator
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Scenario",
     "run_scenario",
     "sdk_driver",
+    "sdk_driver_for",
 ]
 
 KEY = "bench-key"
@@ -237,3 +238,35 @@ async def sdk_driver(
             for arrival in arrivals:
                 await anyio.sleep(max(0.0, start + arrival.at - anyio.current_time()))
                 tg.start_soon(one, arrival)
+
+
+def sdk_driver_for(rate_limit: RateLimit) -> Driver:
+    """:func:`sdk_driver` with a budget of ``rate_limit`` (for a key with a bought limit).
+
+    The same calls as :func:`sdk_driver`, which keeps the default budget the tests pin.
+    """
+
+    async def drive(arrivals: Sequence[Arrival], http: httpx.AsyncClient, deliver: Deliver) -> None:
+        async with Sora2Client(KEY, http_client=http, rate_limit=rate_limit) as client:
+            if all(a.at == 0.0 for a in arrivals):
+                async with client.batch([a.request for a in arrivals]) as results:
+                    async for result in results:
+                        task_id = result.task.task_id if result.task else None
+                        deliver(result.request or arrivals[0].request, task_id, result.error)
+                return
+            start = anyio.current_time()
+
+            async def one(arrival: Arrival) -> None:
+                try:
+                    video = await client.run(arrival.request)
+                except Sora2Error as exc:
+                    deliver(arrival.request, None, exc)
+                else:
+                    deliver(arrival.request, video.task_id, None)
+
+            async with anyio.create_task_group() as tg:
+                for arrival in arrivals:
+                    await anyio.sleep(max(0.0, start + arrival.at - anyio.current_time()))
+                    tg.start_soon(one, arrival)
+
+    return drive
