@@ -210,8 +210,9 @@ def test_a_bad_line_stops_everything_before_a_request(
     (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     done = run("batch", "p.jsonl", "--out", "out", "--yes", "--base-url", base_url, cwd=tmp_path)
     assert done.returncode == 2
-    assert "p.jsonl:2: duration must be 10 or 15 seconds, not 20" in done.stderr
-    assert "nothing was submitted" in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("sora2: error: p.jsonl:2: duration must be 10 or 15 seconds, not 20")
+    assert line.endswith("(nothing was submitted)")
     assert sim.stats().total_requests == 0
     assert not (tmp_path / "out").exists()
 
@@ -364,3 +365,46 @@ def test_the_readme_runs_the_demo_first_and_the_tests_second() -> None:
     assert first.strip().startswith("python3 -m venv .venv")
     assert first.strip().endswith("pip install -e '.[dev]' && sora2 demo")
     assert second.strip() == "pytest"
+
+
+def test_the_simulator_command_serves_the_api(tmp_path: Path) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:  # a free port, for the server to take right after
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sora2_async.cli",
+            "simulator",
+            "--port",
+            str(port),
+            "--time-scale",
+            "60",
+            "--log-level",
+            "warning",
+        ],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                stats = httpx.get(f"http://127.0.0.1:{port}/_simulator/stats", timeout=1).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert stats["tasks_created"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -49,7 +49,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         return _fail(str(exc), exc.code)
     except InputError as exc:
-        return _fail(f"{exc}\nnothing was submitted", 2)
+        return _fail(f"{exc} (nothing was submitted)", 2)
     except InvalidRequestError as exc:
         return _fail(exc.message, 2)
     except Sora2Error as exc:
