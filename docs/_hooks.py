@@ -2,6 +2,7 @@
 
 * ``<!-- sora2-help: ARGS -->`` in a page becomes the output of ``sora2 ARGS --help``, so
   the command-line page cannot drift from the command.
+* ``<!-- image: PATH ALT -->`` shows the image at PATH (published with the site).
 * ``<!-- include: PATH -->`` becomes the Markdown file at PATH (relative to the repository),
   its headings one level down, or a note when it does not exist yet. Its relative links to
   images beside it are published with the site (plots); other relative links become plain
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _HELP = re.compile(r"<!-- sora2-help:(?P<args>[^>]*?)-->")
 _INCLUDE = re.compile(r"<!-- include: (?P<path>\S+) -->")
+_IMAGE = re.compile(r"<!-- image: (?P<path>\S+) (?P<alt>[^>]*?) -->")
 _LINK = re.compile(r"(?P<bang>!?)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)\)")
 _ROLE = re.compile(
     r":(?:class|meth|func|attr|data|mod|exc|obj):<code>(?P<tilde>~?)(?P<name>[\w.]+)(?:\(\))?</code>"
@@ -48,7 +50,7 @@ def _help(args: str) -> str:
 def _include(path: str) -> str:
     source = ROOT / path
     if not source.is_file():
-        return f'!!! note "Not generated yet"\n    `{path}` does not exist in this build.'
+        return _missing(path)
     text = source.read_text(encoding="utf-8")
 
     def relink(match: re.Match[str]) -> str:
@@ -57,11 +59,21 @@ def _include(path: str) -> str:
             return match[0]
         beside = (source.parent / target).resolve()
         if match["bang"] and beside.suffix.lower() in _PUBLISHED and beside.is_file():
-            # Pages are rendered with directory URLs: a page's own folder is one level down.
-            return f"![{match['text']}](../{_ASSETS}/{beside.relative_to(ROOT)})"
+            # Relative to the including page, which sits at the top of docs/.
+            return f"![{match['text']}]({_ASSETS}/{beside.relative_to(ROOT)})"
         return f"{match['text']} (`{beside.relative_to(ROOT)}`)" if match["text"] else ""
 
     return _demoted(_LINK.sub(relink, text))
+
+
+def _missing(path: str) -> str:
+    return f'!!! note "Not there yet"\n    `{path}` is not in this checkout yet.'
+
+
+def _image(path: str, alt: str) -> str:
+    if not (ROOT / path).is_file():
+        return _missing(path)
+    return f"![{alt}]({_ASSETS}/{path})"
 
 
 def _demoted(markdown: str) -> str:
@@ -77,13 +89,15 @@ def _demoted(markdown: str) -> str:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
     """Expand the ``sora2-help`` and ``include`` markers."""
     markdown = _HELP.sub(lambda m: _help(m["args"]), markdown)
+    markdown = _IMAGE.sub(lambda m: _image(m["path"], m["alt"]), markdown)
     return _INCLUDE.sub(lambda m: _include(m["path"]), markdown)
 
 
 def on_files(files: Files, config: Any) -> Files:
     """Publish the images that included pages show (benchmark plots)."""
     for page in Path(config["docs_dir"]).glob("*.md"):
-        for match in _INCLUDE.finditer(page.read_text(encoding="utf-8")):
+        text = page.read_text(encoding="utf-8")
+        for match in [*_INCLUDE.finditer(text), *_IMAGE.finditer(text)]:
             folder = (ROOT / match["path"]).parent
             if not folder.is_dir():
                 continue

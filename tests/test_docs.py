@@ -148,11 +148,15 @@ def test_included_files_are_relinked_and_demoted(
     )
     text = hooks._include("benchmarks/results/latest.md")
     assert text.startswith("## Results\n")
-    assert "![plot](../assets/included/benchmarks/results/latest.png)" in text
+    assert "![plot](assets/included/benchmarks/results/latest.png)" in text
     assert "the runner (`benchmarks/run.py`)" in text
     assert "[the site](https://example.org)" in text
     assert "```python\n# not a heading\n```" in text
-    assert "Not generated yet" in hooks._include("benchmarks/results/missing.md")
+    assert "not in this checkout yet" in hooks._include("benchmarks/results/missing.md")
+    assert hooks._image("benchmarks/results/latest.png", "plot") == (
+        "![plot](assets/included/benchmarks/results/latest.png)"
+    )
+    assert "not in this checkout yet" in hooks._image("benchmarks/nope.png", "plot")
 
 
 def test_sphinx_roles_become_optional_links() -> None:
