@@ -14,7 +14,7 @@ server counts it. What is retried follows the API's idempotency:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -34,7 +34,10 @@ from ._models import TaskState, TaskStatus, VideoRequest
 from ._parse import parse_status, parse_task_id
 from ._retry import RetryPolicy
 
-__all__ = ["APICaller"]
+__all__ = ["APICaller", "Hook"]
+
+#: Awaited once a generate is admitted, before it is sent.
+Hook = Callable[[], Awaitable[None]]
 
 logger = logging.getLogger("sora2_async")
 
@@ -59,11 +62,21 @@ class APICaller:
         self.events = events
 
     async def generate(
-        self, request: VideoRequest, *, reserve: int = 0, horizon: float = 0.0
+        self,
+        request: VideoRequest,
+        *,
+        reserve: int = 0,
+        horizon: float = 0.0,
+        before_send: Hook | None = None,
     ) -> str:
         """Submit ``request``; return its ``taskId``.
 
         ``reserve`` polls are promised with it, due in about ``horizon`` seconds.
+        ``before_send`` is awaited once the budget admits the generate and before it is sent
+        (a journal records the intent there: not earlier, for a generate still waiting for
+        budget has sent nothing). Cancellation cannot interrupt the hook, nor the generate
+        once it is on its way: its answer, the task id, is worth the wait (the HTTP timeout
+        bounds it), or a paid task would be lost.
 
         Raises:
             APIError: the API refused it (a subclass by code); a ``ServerError`` says the task
@@ -81,6 +94,7 @@ class APICaller:
                 reserve=reserve,
                 horizon=horizon,
                 held=held,
+                before_send=before_send,
             )
             assert answer is not None  # only extra polls are ever skipped
             if answer.body is None:
@@ -123,6 +137,7 @@ class APICaller:
         reserve: int = 0,
         horizon: float = 0.0,
         held: list[int] | None = None,
+        before_send: Hook | None = None,
     ) -> Answer | None:
         retries = rate_limited = 0
         while True:
@@ -146,7 +161,11 @@ class APICaller:
                 if held is not None:
                     held[0] += reserve
                 try:
-                    answer = await self.http.post(path, body, attempt=attempt)
+                    with anyio.CancelScope(shield=not idempotent):
+                        if before_send is not None:  # once: on the first admission
+                            hook, before_send = before_send, None
+                            await hook()
+                        answer = await self.http.post(path, body, attempt=attempt)
                 except APIConnectionError as exc:
                     if not idempotent and exc.request_sent:
                         raise type(exc)(f"{exc}.{_MAY_EXIST}", request_sent=True) from None

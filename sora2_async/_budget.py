@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from ._ceiling import Ceiling
@@ -243,6 +244,8 @@ class SlidingWindowLimiter:
             head.event.set()
 
     async def _acquire(self, waiter: _Waiter) -> None:
+        # Even a free slot is no reason to go on for a task already cancelled.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         kind, reserve, horizon = waiter.kind, waiter.reserve, waiter.horizon
         now = self._prune()
         if not self._waiters_left() and self._free_for(kind, reserve, horizon):

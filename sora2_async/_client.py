@@ -23,7 +23,6 @@ from ._download import download_video
 from ._errors import InvalidRequestError, Sora2Error, WaitTimeoutError
 from ._events import Event, EventHub, EventKind, EventStream
 from ._http import HTTPLayer, check_base_url
-from ._intent import HookedLimiter, run_on_admission
 from ._journal import Journal
 from ._models import BatchResult, Task, TaskStatus, Video, VideoRequest, video_of
 from ._planner import PollPolicy
@@ -96,8 +95,7 @@ class Sora2Client:
             api_key=key.strip(), base_url=self._base_url, http_client=http_client, timeout=timeout
         )
         self._events = EventHub()
-        # The API caller's limiter runs a journal's intent hook once a generate is admitted.
-        self._api = APICaller(self._http, HookedLimiter(self._limiter), self._retry, self._events)
+        self._api = APICaller(self._http, self._limiter, self._retry, self._events)
         self._scheduler = Scheduler(
             self._api,
             self._limiter,
@@ -260,8 +258,9 @@ class Sora2Client:
     ) -> Task:
         # The final poll is promised in the same admission that lets the generate out.
         horizon = self._scheduler.final_poll_after(request.model_tier)
-        with run_on_admission(before_send):
-            task_id = await self._api.generate(request, reserve=1, horizon=horizon)
+        task_id = await self._api.generate(
+            request, reserve=1, horizon=horizon, before_send=before_send
+        )
         task = Task(task_id, request, anyio.current_time())
         self._scheduler.adopt(task, promised=True)
         self._events.emit(EventKind.SUBMITTED, task_id=task_id, task=task, request=request)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import secrets
 import urllib.parse
 from pathlib import Path
 
@@ -77,9 +77,11 @@ async def _fetch_once(client: httpx.AsyncClient, url: str, target: Path) -> None
     request = client.build_request("GET", url)
     # The user's client may carry default headers: the key must never reach the video host.
     request.headers.pop("Authorization", None)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = anyio.Path(tmp_name)
+    # A fresh name beside the target ("x": never someone else's file), made like any other
+    # file so the user's umask applies (mkstemp would make it private to its owner).
+    tmp = anyio.Path(target.parent / f".{target.name}.{secrets.token_hex(6)}.part")
+    async with await anyio.open_file(tmp, "xb"):
+        pass
     try:
         try:
             response = await client.send(request, stream=True, auth=None, follow_redirects=True)

@@ -3,7 +3,8 @@
 For each request the batch reads, :meth:`JournaledStart.start` looks it up in the journal:
 
 * nothing recorded, or refused by the API before: submit it — intent first (on admission,
-  see ``_intent``), then the generate, then the task id, each durable before the next step;
+  see ``APICaller.generate``), then the generate, then the task id, each durable before the
+  next step;
 * submitted: follow the task by its id, never submit again;
 * completed or failed: hand back the recorded outcome, spending nothing;
 * intent without an answer (uncertain): hand back :class:`UncertainSubmissionError`, unless

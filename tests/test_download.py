@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -303,3 +305,17 @@ async def test_nothing_to_download_is_refused_before_any_request(
             await c.download(source, tmp_path)
     assert len(wire.calls) == 0
     assert files_in(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_downloaded_files_get_the_usual_permissions(
+    wire: respx.MockRouter, tmp_path: Path
+) -> None:
+    wire.get(VIDEO_URL).respond(200, content=CONTENT)
+    old = os.umask(0o022)
+    try:
+        async with Sora2Client(KEY) as c:
+            path = await c.download(video(), tmp_path / "shared.mp4")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not private to its owner

@@ -8,8 +8,10 @@ SQLite ones check what is stored, and outcomes that no clock can change.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -263,29 +265,55 @@ async def test_intent_is_recorded_only_once_the_budget_admits() -> None:
     assert len(seen) == 1
 
 
-async def test_the_hook_runs_in_its_own_task_only() -> None:
-    from sora2_async._intent import run_on_admission
-
+async def test_the_hook_runs_once_per_submission_even_across_retries() -> None:
     sim = Simulator(seed=9)
     calls: list[str] = []
+    refused_once: set[str] = set()
 
-    def hook(name: str) -> Callable[[], object]:
+    def rule(request: httpx.Request) -> httpx.Response | None:
+        # Every generate is refused with a 429 the first time: the retry must not re-run
+        # the hook (the intent is recorded once, at the first admission).
+        prompt = json.loads(request.content).get("prompt", "")
+        if request.url.path.endswith("/generate") and prompt not in refused_once:
+            refused_once.add(prompt)
+            body = {
+                "success": False,
+                "error": "slow down",
+                "errorCode": "API_KEY_RATE_LIMIT_EXCEEDED",
+            }
+            return httpx.Response(429, json=body, headers={"Retry-After": "1"})
+        return None
+
+    def hook(name: str) -> Callable[[], Awaitable[None]]:
         async def record() -> None:
             calls.append(name)
 
         return record
 
-    async with client_for(sim) as client, anyio.create_task_group() as tg:
-
-        async def submit(name: str) -> None:
-            with run_on_admission(hook(name)):  # type: ignore[arg-type]
-                await client.generate(VideoRequest(name))
-                await client.generate(VideoRequest(name + " again"))  # hook already spent
-
-        tg.start_soon(submit, "a")
-        tg.start_soon(submit, "b")
+    transport = RuleTransport(sim, rule)
+    async with Sora2Client(KEY, http_client=httpx.AsyncClient(transport=transport)) as client:
+        async with anyio.create_task_group() as tg:
+            for name in ("a", "b"):
+                tg.start_soon(
+                    functools.partial(client._submit, VideoRequest(name), before_send=hook(name))
+                )
         await client.generate(VideoRequest("no hook"))
     assert sorted(calls) == ["a", "b"]
+    assert sim.stats().tasks_created == 3
+
+
+class RuleTransport(httpx.AsyncBaseTransport):
+    """The simulator's transport, with a rule that can answer first."""
+
+    def __init__(
+        self, sim: Simulator, rule: Callable[[httpx.Request], httpx.Response | None]
+    ) -> None:
+        self._inner = sim.transport()
+        self._rule = rule
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self._rule(request)
+        return answer if answer is not None else await self._inner.handle_async_request(request)
 
 
 class SlowGenerate(httpx.AsyncBaseTransport):
