@@ -40,16 +40,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     results = run_suite(suite, command=command, log=log)
-    text = markdown(results)
     out = args.out if args.out is not None or args.quick else RESULTS
+    plot = None
     if out is not None:
         stem = "quick" if args.quick else "latest"
         write_json(results, out / f"{stem}.json")
-        (out / f"{stem}.md").write_text(text)
-        if not args.quick and not args.no_plot and not write_plot(results, out / f"{stem}.png"):
-            log("no plot: matplotlib is not installed (pip install 'sora2-async[bench]')")
+        if not args.quick and not args.no_plot:
+            if write_plot(results, out / f"{stem}.png"):
+                plot = f"{stem}.png"
+            else:
+                log("no plot: matplotlib is not installed (pip install 'sora2-async[bench]')")
+        (out / f"{stem}.md").write_text(markdown(results, plot=plot))
         log(f"results written to {out}/{stem}.*")
-    print(text)
+    print(markdown(results, plot=plot))
     found = results["quality"]["problems"]
     for problem in found:
         log(f"INCORRECT: {problem}")

@@ -203,8 +203,8 @@ def overhead_tables(overhead: dict[str, Any]) -> list[str]:
     return out
 
 
-def markdown(results: dict[str, Any]) -> str:
-    """The whole run as markdown."""
+def markdown(results: dict[str, Any], *, plot: str | None = None) -> str:
+    """The whole run as markdown; ``plot`` is the PNG's file name, shown when given."""
     meta = results["meta"]
     lines = [
         f"# sora2-async benchmarks ({'quick' if meta['quick'] else 'full'} run)",
@@ -219,6 +219,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *targets_table(results["quality"]["targets"]),
     ]
+    if plot is not None:
+        lines += [f"![requests per video, makespan, p95 delay, and the sweep]({plot})", ""]
     sweep = results.get("sweep")
     if sweep and sweep["points"]:
         lines += [
@@ -247,6 +249,11 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _value(row: dict[str, Any] | None, field: str) -> float:
+    value = None if row is None else row[field]
+    return math.nan if value is None else float(value)
+
+
 def write_plot(results: dict[str, Any], path: Path) -> bool:
     """Plot requests per video and makespan per scenario and client, and the sweep.
 
@@ -257,33 +264,32 @@ def write_plot(results: dict[str, Any], path: Path) -> bool:
 
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
     except ImportError:
         return False
     scenarios = results["quality"]["scenarios"]
     names = list(dict.fromkeys(r["scenario"] for r in scenarios))
     sweep = results.get("sweep", {}).get("points", [])
     budgets = sorted({p["budget"] for p in sweep})
-    fig, axes = plt.subplots(2, max(2, len(budgets)), figsize=(16, 9), squeeze=False)
+    fig, axes = plt.subplots(2, max(3, len(budgets)), figsize=(16, 9), squeeze=False)
     width = 0.8 / len(CLIENT_ORDER)
-    for column, (field, label, scale) in enumerate(
-        (
-            ("requests_per_video", "requests per video", 1.0),
-            ("makespan", "makespan (hours)", 3600.0),
-        )
-    ):
+    panels = (
+        ("requests_per_video", "requests per video", 1.0),
+        ("makespan", "makespan (hours)", 3600.0),
+        ("delay_p95", "p95 detection delay (seconds)", 1.0),
+    )
+    for column, (field, label, scale) in enumerate(panels):
         ax = axes[0][column]
         for i, client in enumerate(CLIENT_ORDER):
             by_name = {r["scenario"]: r for r in scenarios if r["client"] == client}
-            values = [
-                (by_name[n][field] or math.nan) / scale if n in by_name else math.nan for n in names
-            ]
+            values = [_value(by_name.get(n), field) / scale for n in names]
             ax.bar([x + i * width for x in range(len(names))], values, width, label=client)
         ax.set_xticks([x + width for x in range(len(names))], names)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(label)
-        ax.legend()
-    for extra in axes[0][2:]:
-        extra.axis("off")
+        ax.legend(fontsize="small")
     for column, budget in enumerate(budgets):
         ax = axes[1][column]
         for client in CLIENT_ORDER:

@@ -226,13 +226,13 @@ async def run_throughput(
     max_connections: int = 10,
     warmup: float = 1.0,
     seconds: float = 2.0,
-    rounds: Callable[[int], int] = lambda size: 2 if size <= 1000 else 1,
+    rounds: Callable[[int], int] = lambda size: 2 if size <= 100 else 1,
     clients: Sequence[str] = CLIENTS,
 ) -> list[ThroughputSample]:
     """For each size, ``rounds(size)`` turns of every client, alternating.
 
-    Thousands of coroutines waiting in httpx's pool take tens of seconds to get going (see
-    :mod:`benchmarks.gate`), so the largest size gets one round.
+    Thousands of coroutines waiting in httpx's pool take seconds to tens of seconds to get
+    going (see :mod:`benchmarks.gate`), so only the smallest size gets two rounds.
     """
     ids = await create_tasks(url, max(sizes), max_connections)
     samples = []
