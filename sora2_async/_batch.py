@@ -111,7 +111,15 @@ class Batch(Generic[T]):
         # Done or left early: whatever still runs inside is no longer wanted.
         self._task_group.cancel_scope.cancel()
         self._receive.close()
-        return await self._task_group.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._task_group.__aexit__(exc_type, exc, tb)
+        except BaseException as error:
+            # The block's own exception comes back wrapped in an exception group (its
+            # followers were only cancelled): let it out as itself, so that `except
+            # ValueError` around the block still works.
+            if exc is not None and list(getattr(error, "exceptions", ())) == [exc]:
+                return False
+            raise
 
     async def _feed(self, send: MemoryObjectSendStream[BatchResult]) -> None:
         async with send, anyio.create_task_group() as followers:

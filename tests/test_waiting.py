@@ -336,3 +336,16 @@ async def test_known_status_answers_without_a_request() -> None:
     assert status is not None
     assert status.video_url == video.url
     assert requests_sent(sim) == sent
+
+
+async def test_an_exception_in_the_batch_block_comes_out_as_itself() -> None:
+    sim = Simulator(seed=19)
+    async def leave_with_an_error(client: Sora2Client) -> None:
+        async with client.batch(prompts(5)) as results:
+            async for _ in results:
+                raise KeyError("mine")
+
+    async with client_for(sim) as client:
+        with pytest.raises(KeyError, match="mine"):
+            await leave_with_an_error(client)
+        assert client.budget().reserved == 0

@@ -61,6 +61,8 @@ async def sora2_client(
     """A client of ``sora2_simulator`` with key ``"test-key"``, closed after the test."""
     async with (
         httpx.AsyncClient(transport=sora2_simulator.transport()) as http,
-        Sora2Client(TEST_API_KEY, http_client=http) as client,
+        Sora2Client(
+            TEST_API_KEY, http_client=http, time_scale=sora2_simulator.time_scale
+        ) as client,
     ):
         yield client
