@@ -142,7 +142,7 @@ async def measure(
         elif client == "raw-per-video":
             result = await _raw_per_video(url, task_ids, http, counter, warmup, seconds)
         else:
-            result = await _sdk(url, task_ids, http, counter, warmup, seconds)
+            result = await _sdk(url, task_ids, http, counter, warmup, seconds, max_connections)
     checks, wall, cpu = result
     return ThroughputSample(client, len(task_ids), checks, wall, cpu)
 
@@ -206,13 +206,19 @@ async def _sdk(
     counter: list[int],
     warmup: float,
     seconds: float,
+    max_connections: int,
 ) -> tuple[int, float, float]:
     now = anyio.current_time()
     request = VideoRequest("in flight")
     tasks = [Task(task_id, request, now) for task_id in task_ids]
     async with (
         Sora2Client(
-            KEY, base_url=url, rate_limit=UNLIMITED, http_client=http, poll_policy=FLAT_OUT
+            KEY,
+            base_url=url,
+            rate_limit=UNLIMITED,
+            http_client=http,
+            poll_policy=FLAT_OUT,
+            max_concurrent_requests=max_connections,
         ) as sdk,
         sdk.as_completed(tasks),  # nothing finishes; leaving the block cancels the pollers
     ):

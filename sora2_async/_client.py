@@ -53,6 +53,8 @@ class Sora2Client:
         time_scale: run this many times faster than the real API: duration priors, the
             minimum poll interval and the budget's window all shrink by it. Only for a
             simulator started with the same ``--time-scale`` (demos, cross-process tests).
+        max_concurrent_requests: API requests on the wire at once (match it to the
+            ``http_client``'s connection limit; httpx's default is 100). More wait in line.
         allow_insecure_http: permit a plain ``http://`` base URL to a non-loopback host.
 
     Raises:
@@ -72,6 +74,7 @@ class Sora2Client:
         retry: RetryPolicy | None = None,
         poll_policy: PollPolicy | None = None,
         time_scale: float = 1.0,
+        max_concurrent_requests: int = 100,
         allow_insecure_http: bool = False,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
@@ -92,7 +95,11 @@ class Sora2Client:
             self._limiter = rate_limit
         self._retry = retry or RetryPolicy(max_retries=max_retries)
         self._http = HTTPLayer(
-            api_key=key.strip(), base_url=self._base_url, http_client=http_client, timeout=timeout
+            api_key=key.strip(),
+            base_url=self._base_url,
+            http_client=http_client,
+            timeout=timeout,
+            max_concurrent=max_concurrent_requests,
         )
         self._events = EventHub()
         self._api = APICaller(self._http, self._limiter, self._retry, self._events)

@@ -80,12 +80,16 @@ class HTTPLayer:
         base_url: str,
         http_client: httpx.AsyncClient | None,
         timeout: httpx.Timeout | float | None,
+        max_concurrent: int = 100,
     ) -> None:
         self._api_key = api_key
         self._base_url = base_url
         self._owns_client = http_client is None
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
         self.client = http_client if http_client is not None else httpx.AsyncClient()
+        # Thousands of due pollers must wait here (O(1) a wait), not inside httpx's
+        # connection pool, which rescans its whole queue on every event.
+        self._gate = anyio.Semaphore(max_concurrent)
 
     def __repr__(self) -> str:
         return f"<HTTPLayer {self._base_url}>"
@@ -103,6 +107,10 @@ class HTTPLayer:
             APIConnectionError: the connection failed (``request_sent`` false when it was
                 never made, so that even a generate may be sent again).
         """
+        async with self._gate:
+            return await self._post(path, body, attempt)
+
+    async def _post(self, path: str, body: Mapping[str, Any], attempt: int) -> Answer:
         started = anyio.current_time()
         status: int | str = "-"
         try:

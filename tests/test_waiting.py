@@ -340,6 +340,7 @@ async def test_known_status_answers_without_a_request() -> None:
 
 async def test_an_exception_in_the_batch_block_comes_out_as_itself() -> None:
     sim = Simulator(seed=19)
+
     async def leave_with_an_error(client: Sora2Client) -> None:
         async with client.batch(prompts(5)) as results:
             async for _ in results:
