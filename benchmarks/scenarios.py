@@ -213,38 +213,9 @@ async def _other_client(http: httpx.AsyncClient, every: float) -> None:
                 await other.check_status(task)
 
 
-async def sdk_driver(
-    arrivals: Sequence[Arrival], http: httpx.AsyncClient, deliver: Deliver
-) -> None:
-    """The SDK as its users write it: ``batch`` for a batch, ``run`` per arrival for a service."""
-    async with Sora2Client(KEY, http_client=http) as client:
-        if all(a.at == 0.0 for a in arrivals):
-            async with client.batch([a.request for a in arrivals]) as results:
-                async for result in results:
-                    task_id = result.task.task_id if result.task else None
-                    deliver(result.request or arrivals[0].request, task_id, result.error)
-            return
-        start = anyio.current_time()
-
-        async def one(arrival: Arrival) -> None:
-            try:
-                video = await client.run(arrival.request)
-            except Sora2Error as exc:
-                deliver(arrival.request, None, exc)
-            else:
-                deliver(arrival.request, video.task_id, None)
-
-        async with anyio.create_task_group() as tg:
-            for arrival in arrivals:
-                await anyio.sleep(max(0.0, start + arrival.at - anyio.current_time()))
-                tg.start_soon(one, arrival)
-
-
-def sdk_driver_for(rate_limit: RateLimit) -> Driver:
-    """:func:`sdk_driver` with a budget of ``rate_limit`` (for a key with a bought limit).
-
-    The same calls as :func:`sdk_driver`, which keeps the default budget the tests pin.
-    """
+def sdk_driver_for(rate_limit: RateLimit | None = None) -> Driver:
+    """The SDK as its users write it (``batch`` for a batch, ``run`` per arrival for a
+    service), with a budget of ``rate_limit`` (default: the API's 100 an hour)."""
 
     async def drive(arrivals: Sequence[Arrival], http: httpx.AsyncClient, deliver: Deliver) -> None:
         async with Sora2Client(KEY, http_client=http, rate_limit=rate_limit) as client:
@@ -270,3 +241,7 @@ def sdk_driver_for(rate_limit: RateLimit) -> Driver:
                     tg.start_soon(one, arrival)
 
     return drive
+
+
+#: The SDK with the API's default budget: what the tests pin.
+sdk_driver: Driver = sdk_driver_for()

@@ -183,6 +183,10 @@ class Scheduler:
             step = plan_next(plan, now, bounds=(lo, hi), policy=self._policy, allowance=allowance)
             if step.at > now:
                 await anyio.sleep(step.at - now)
+                if step.extra and not extra_allowance(
+                    self._limiter.state(), self._policy.budget_share
+                ):
+                    continue  # the budget got busier while it slept: plan again
             try:
                 status = await self._poll_once(watch, extra=step.extra)
             except (APIConnectionError, ServerError, RateLimitError) as exc:
