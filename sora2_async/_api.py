@@ -109,16 +109,21 @@ class APICaller:
             raise
 
     async def check_status(
-        self, task_id: str, *, kind: RequestKind = RequestKind.POLL
+        self, task_id: str, *, kind: RequestKind = RequestKind.POLL, retry: bool = True
     ) -> TaskStatus | None:
         """One status of ``task_id`` (retried as needed; every attempt spends budget).
+
+        ``retry=False`` makes one attempt: the scheduler's pollers retry on their own plan,
+        never faster than the minimum poll interval.
 
         Raises:
             TaskNotFoundError: unknown task, or another key's.
             APIError, APIConnectionError: when retries are exhausted.
             ResponseValidationError: an answer that breaks the contract.
         """
-        answer = await self._call(STATUS_PATH, {"taskId": task_id}, kind, idempotent=True)
+        answer = await self._call(
+            STATUS_PATH, {"taskId": task_id}, kind, idempotent=True, retry=retry
+        )
         if answer is None:
             return None
         body = answer.body
@@ -138,7 +143,10 @@ class APICaller:
         horizon: float = 0.0,
         held: list[int] | None = None,
         before_send: Hook | None = None,
+        retry: bool = True,
     ) -> Answer | None:
+        max_retries = self.retry.max_retries if retry else 0
+        max_rate_limited = self.retry.max_rate_limit_retries if retry else 0
         retries = rate_limited = 0
         while True:
             attempt = retries + rate_limited + 1
@@ -160,12 +168,17 @@ class APICaller:
             async with admitted as permit:
                 if held is not None:
                     held[0] += reserve
+                hook, before_send = before_send, None  # once: on the first admission
                 try:
-                    with anyio.CancelScope(shield=not idempotent):
-                        if before_send is not None:  # once: on the first admission
-                            hook, before_send = before_send, None
-                            await hook()
-                        answer = await self.http.post(path, body, attempt=attempt)
+                    answer = await self.http.post(
+                        path, body, attempt=attempt, shield=not idempotent, before_send=hook
+                    )
+                except ResponseValidationError as exc:  # sent, but undecodable
+                    if not idempotent:
+                        raise ResponseValidationError(
+                            f"{exc}.{_MAY_EXIST}", field=exc.field
+                        ) from None
+                    error = exc
                 except APIConnectionError as exc:
                     if not idempotent and exc.request_sent:
                         raise type(exc)(f"{exc}.{_MAY_EXIST}", request_sent=True) from None
@@ -174,14 +187,18 @@ class APICaller:
                     if answer.status_code == 429:
                         permit.rate_limited(answer.retry_after)
                         rate_limited_now = True
-                    if 200 <= answer.status_code < 300:
-                        if answer.body is None and idempotent:
-                            assert answer.error is not None
-                            raise answer.error
+                    if _is_failed_task(path, answer) or (
+                        200 <= answer.status_code < 300
+                        and (answer.body is not None or not idempotent)
+                    ):
                         return answer
-                    if _is_failed_task(path, answer):
-                        return answer
-                    error = error_for_response(answer.status_code, answer.body)
+                    if answer.body is None and answer.status_code < 300:
+                        # A status cut off on the way: as passing as a 5xx, and as safe to ask
+                        # again (a lost paid video is the alternative).
+                        assert answer.error is not None
+                        error = answer.error
+                    else:
+                        error = error_for_response(answer.status_code, answer.body)
                     retry_after = answer.retry_after
                     if isinstance(error, RateLimitError):
                         error.retry_after = retry_after
@@ -191,7 +208,7 @@ class APICaller:
             reserve = 0  # promises are made on the first admission
             if isinstance(error, RateLimitError):
                 rate_limited += 1
-                if rate_limited > self.retry.max_rate_limit_retries:
+                if rate_limited > max_rate_limited:
                     raise error
                 # The limiter now holds everyone back until the window frees; a short,
                 # jittered pause keeps retries of many callers from landing in one instant.
@@ -200,10 +217,10 @@ class APICaller:
             if isinstance(error, ServerError) and not idempotent:
                 error.message += _MAY_EXIST
                 raise error
-            if not isinstance(error, (ServerError, APIConnectionError)):
+            if not isinstance(error, (ServerError, APIConnectionError, ResponseValidationError)):
                 raise error
             retries += 1
-            if retries > self.retry.max_retries:
+            if retries > max_retries:
                 raise error
             logger.debug("retrying POST %s after %s (retry %d)", path, error, retries)
             await anyio.sleep(self.retry.backoff(retries, retry_after=retry_after))

@@ -181,13 +181,13 @@ class Sora2Client:
         """
         if isinstance(task, str):
             task = Task(_task_id(task))
-        try:
-            with anyio.fail_after(timeout):
-                status = await self._scheduler.wait(task)
-        except TimeoutError:
+        status: TaskStatus | None = None
+        with anyio.move_on_after(timeout) as scope:
+            status = await self._scheduler.wait(task)
+        if status is None or scope.cancelled_caught:
             raise WaitTimeoutError(
                 f"task {task.task_id} not done after {timeout:g}s; it goes on on the server"
-            ) from None
+            )
         return video_of(task, status)
 
     async def run(self, request: VideoRequest, *, timeout: float | None = None) -> Video:  # noqa: ASYNC109

@@ -87,7 +87,7 @@ async def _fetch_once(client: httpx.AsyncClient, url: str, target: Path) -> None
             response = await client.send(request, stream=True, auth=None, follow_redirects=True)
         except httpx.TimeoutException as exc:
             raise APITimeoutError(f"GET video: no answer in time ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:  # this request carries no key to hide
             raise APIConnectionError(f"GET video: {type(exc).__name__}") from None
         try:
             if response.status_code >= 400:
@@ -99,11 +99,12 @@ async def _fetch_once(client: httpx.AsyncClient, url: str, target: Path) -> None
             async with await anyio.open_file(tmp, "wb") as out:
                 async for chunk in response.aiter_bytes(_CHUNK):
                     await out.write(chunk)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise APIConnectionError(f"GET video: {type(exc).__name__} mid-body") from None
         finally:
             await response.aclose()
         await tmp.replace(target)
     finally:
-        if await tmp.exists():
-            await tmp.unlink()
+        # Even when cancelled (Ctrl-C mid-download), no partial file is left behind.
+        with anyio.CancelScope(shield=True):
+            await tmp.unlink(missing_ok=True)

@@ -11,14 +11,15 @@ import ipaddress
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 import httpx
 
-from ._errors import APIConnectionError, APITimeoutError, Sora2Error
+from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError, Sora2Error
 from ._parse import decode_json_object
 from ._retry import parse_retry_after
 
@@ -99,20 +100,42 @@ class HTTPLayer:
         if self._owns_client:
             await self.client.aclose()
 
-    async def post(self, path: str, body: Mapping[str, Any], *, attempt: int = 1) -> Answer:
+    async def post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        attempt: int = 1,
+        shield: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> Answer:
         """One POST to ``base_url + path``.
+
+        It waits its turn among the requests on the wire first (cancellable: nothing has
+        been sent then). With ``shield``, from then on the hook ``before_send`` and the
+        exchange run to their end whatever happens to the caller: a generate on its way is
+        worth its answer. The HTTP timeout bounds that.
 
         Raises:
             APITimeoutError: no answer in time (``request_sent`` false for connect timeouts).
             APIConnectionError: the connection failed (``request_sent`` false when it was
                 never made, so that even a generate may be sent again).
+            ResponseValidationError: an answer httpx could not decode.
         """
         async with self._gate:
-            return await self._post(path, body, attempt)
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            answer: Answer | None = None
+            with anyio.CancelScope(shield=shield):  # never cancelled itself: it only shields
+                if before_send is not None:
+                    await before_send()
+                answer = await self._post(path, body, attempt)
+            assert answer is not None
+            return answer
 
     async def _post(self, path: str, body: Mapping[str, Any], attempt: int) -> Answer:
         started = anyio.current_time()
         status: int | str = "-"
+        failure: Sora2Error | None = None
         try:
             response = await self.client.post(
                 self._base_url + path,
@@ -125,18 +148,8 @@ class HTTPLayer:
                 auth=httpx.Auth(),  # no-op: a user client's ``auth=`` must not replace the key
             )
             status = response.status_code
-        except httpx.TimeoutException as exc:
-            status = "timeout"
-            raise APITimeoutError(
-                f"POST {path}: no answer in time ({type(exc).__name__})",
-                request_sent=not isinstance(exc, _NOT_SENT),
-            ) from None
-        except httpx.TransportError as exc:
-            status = "connection error"
-            raise APIConnectionError(
-                f"POST {path}: {type(exc).__name__}: {_redact(str(exc), self._api_key)}",
-                request_sent=not isinstance(exc, _NOT_SENT),
-            ) from None
+        except httpx.HTTPError as exc:
+            status, failure = self._failure(path, exc)
         finally:
             logger.debug(
                 "POST %s -> %s (attempt %d, %.3fs)",
@@ -145,6 +158,10 @@ class HTTPLayer:
                 attempt,
                 anyio.current_time() - started,
             )
+        if failure is not None:
+            # Raised here, outside the ``except``: httpx's exception holds the request and its
+            # headers (the key), and must not ride along as the new one's __context__.
+            raise failure
         retry_after = parse_retry_after(response.headers, now=time.time())
         try:
             parsed: dict[str, Any] | None = decode_json_object(
@@ -155,6 +172,23 @@ class HTTPLayer:
         except Sora2Error as exc:
             parsed, error = None, exc
         return Answer(response.status_code, parsed, retry_after, error)
+
+    def _failure(self, path: str, exc: httpx.HTTPError) -> tuple[str, Sora2Error]:
+        """The typed error (and the log's word) for a request httpx could not complete."""
+        name = type(exc).__name__
+        sent = not isinstance(exc, _NOT_SENT)
+        if isinstance(exc, httpx.TimeoutException):
+            return "timeout", APITimeoutError(
+                f"POST {path}: no answer in time ({name})", request_sent=sent
+            )
+        if isinstance(exc, httpx.DecodingError):
+            return "undecodable", ResponseValidationError(
+                f"POST {path}: the answer could not be decoded ({name})", field="<body>"
+            )
+        detail = _redact(str(exc), self._api_key)
+        return "connection error", APIConnectionError(
+            f"POST {path}: {name}: {detail}", request_sent=sent
+        )
 
 
 def _redact(text: str, secret: str) -> str:

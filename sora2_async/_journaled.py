@@ -16,6 +16,7 @@ For each request the batch reads, :meth:`JournaledStart.start` looks it up in th
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -36,6 +37,8 @@ from ._journal import (
     UncertainSubmissionError,
 )
 from ._models import BatchResult, Task, TaskState, TaskStatus, VideoRequest, video_of
+
+logger = logging.getLogger("sora2_async")
 
 __all__ = ["JournaledStart", "SubmitHooked", "final_status_of", "provably_not_created"]
 
@@ -135,8 +138,13 @@ class JournaledStart:
             raise  # otherwise the intent stays: the task may exist
         # Shielded: once the API has answered, its task id must reach the journal even if
         # the batch is being cancelled (Ctrl-C), or the request would turn uncertain.
-        with anyio.CancelScope(shield=True):
-            await self._journal.record_task(key, request, task.task_id)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._journal.record_task(key, request, task.task_id)
+        except Exception:
+            # The task exists and is paid for: follow it all the same (it holds a promised
+            # poll); the journal keeps its intent, so a later run lists it as uncertain.
+            logger.exception("could not journal task %s; following it anyway", task.task_id)
         self._keys[task.task_id] = key
         return task
 

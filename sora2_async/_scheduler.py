@@ -21,7 +21,7 @@ import attrs
 
 from ._api import APICaller
 from ._budget import Limiter, RequestKind
-from ._errors import APIConnectionError, RateLimitError, ServerError
+from ._errors import APIConnectionError, RateLimitError, ResponseValidationError, ServerError
 from ._events import EventHub, EventKind
 from ._models import ModelTier, Task, TaskState, TaskStatus, video_of
 from ._planner import DurationModel, PollPolicy, Tracked, extra_allowance, plan_next
@@ -30,8 +30,10 @@ __all__ = ["Scheduler"]
 
 logger = logging.getLogger("sora2_async")
 
-# Rounds of transient failure (each already retried by the API layer) before a wait gives up.
-_MAX_FAILED_ROUNDS = 5
+# Failed polls in a row (connection errors, 5xx, 429s, broken answers) before a wait gives
+# up: spaced 5 s, 10 s, 20 s ... up to 5 minutes apart, about ten minutes of outage.
+_MAX_FAILED_ROUNDS = 8
+_LONGEST_PAUSE = 300.0
 
 
 @attrs.define(eq=False)
@@ -189,13 +191,19 @@ class Scheduler:
                     continue  # the budget got busier while it slept: plan again
             try:
                 status = await self._poll_once(watch, extra=step.extra)
-            except (APIConnectionError, ServerError, RateLimitError) as exc:
+            except (
+                APIConnectionError,
+                ServerError,
+                RateLimitError,
+                ResponseValidationError,
+            ) as exc:
                 failed_rounds += 1
                 if failed_rounds >= _MAX_FAILED_ROUNDS:
                     self._finish(watch, None, exc)
                     return
                 logger.debug("poll of %s failed (%s); will try again", watch.task.task_id, exc)
-                plan.last_poll = anyio.current_time()
+                pause = min(_LONGEST_PAUSE, self._policy.min_interval * 2 ** (failed_rounds - 1))
+                await anyio.sleep(self._policy.seconds(pause))
                 continue
             except Exception as exc:
                 self._finish(watch, None, exc)
@@ -214,7 +222,8 @@ class Scheduler:
     async def _poll_once(self, watch: _Watch, *, extra: bool) -> TaskStatus | None:
         plan = watch.plan
         kind = RequestKind.EXTRA_POLL if extra else RequestKind.POLL
-        status = await self._api.check_status(watch.task.task_id, kind=kind)
+        # One attempt: a failed one is a failed round here, retried on the poll plan.
+        status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
         if status is None:
             return None
         first_look = not plan.age_known and plan.polls == 0

@@ -494,7 +494,10 @@ async def test_check_status_malformed_body_names_the_field(
         with pytest.raises(ResponseValidationError) as info:
             await c.check_status(TASK_ID)
     assert info.value.field == field
-    assert status_route.call_count == 1
+    # A body that is not a JSON object may have been cut off on the way: check-status is
+    # idempotent, so it is asked again like after a 5xx. A whole answer that breaks the
+    # contract would break it again: one request.
+    assert status_route.call_count == (1 + 3 if field == "<body>" else 1)
 
 
 @pytest.mark.anyio
