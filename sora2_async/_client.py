@@ -150,10 +150,7 @@ class Sora2Client:
             ServerError, APIConnectionError: the request may have reached the server; the
                 message says so, and nothing was re-sent.
         """
-        task_id = await self._api.generate(request)
-        task = Task(task_id, request, anyio.current_time())
-        self._events.emit(EventKind.SUBMITTED, task_id=task_id, task=task, request=request)
-        return task
+        return await self._submit(request, promise=False)
 
     async def check_status(self, task: Task | str) -> TaskStatus:
         """The task's status now: exactly one request when nothing goes wrong.
@@ -261,15 +258,22 @@ class Sora2Client:
         return self._events.stream(task_id=task_id, max_buffer=max_buffer)
 
     async def _submit(
-        self, request: VideoRequest, *, before_send: Callable[[], Awaitable[None]] | None = None
+        self,
+        request: VideoRequest,
+        *,
+        promise: bool = True,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Task:
-        # The final poll is promised in the same admission that lets the generate out.
-        horizon = self._scheduler.final_poll_after(request.model_tier)
+        # With ``promise`` (run, batch), the final poll is promised in the same admission
+        # that lets the generate out, and the task is watched from then on. A bare generate
+        # promises nothing: nobody may ever wait for it.
+        horizon = self._scheduler.final_poll_after(request.model_tier) if promise else 0.0
         task_id = await self._api.generate(
-            request, reserve=1, horizon=horizon, before_send=before_send
+            request, reserve=int(promise), horizon=horizon, before_send=before_send
         )
         task = Task(task_id, request, anyio.current_time())
-        self._scheduler.adopt(task, promised=True)
+        if promise:
+            self._scheduler.adopt(task, promised=True)
         self._events.emit(EventKind.SUBMITTED, task_id=task_id, task=task, request=request)
         return task
 
