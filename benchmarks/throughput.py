@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -137,63 +137,40 @@ async def measure(
         raise ValueError(f"unknown client {client!r}")
     counter = [0]
     async with http_client(max_connections, counter, gated=client == "sdk-gated") as http:
-        if client == "raw":
-            result = await _raw(url, task_ids, http, counter, warmup, seconds, max_connections)
-        elif client == "raw-per-video":
-            result = await _raw_per_video(url, task_ids, http, counter, warmup, seconds)
+        if client == "raw":  # a pool of workers sharing one cycle through the tasks
+            shared = itertools.cycle(task_ids)
+            streams: list[Iterable[str]] = [shared] * max_connections
+            result = await _raw(url, streams, http, counter, warmup, seconds)
+        elif client == "raw-per-video":  # the SDK's shape: one coroutine per video
+            streams = [itertools.repeat(task_id) for task_id in task_ids]
+            result = await _raw(url, streams, http, counter, warmup, seconds)
         else:
             result = await _sdk(url, task_ids, http, counter, warmup, seconds, max_connections)
     checks, wall, cpu = result
     return ThroughputSample(client, len(task_ids), checks, wall, cpu)
 
 
-async def _raw_per_video(
-    url: str,
-    task_ids: Sequence[str],
-    http: httpx.AsyncClient,
-    counter: list[int],
-    warmup: float,
-    seconds: float,
-) -> tuple[int, float, float]:
-    headers = {"Authorization": f"Bearer {KEY}"}
-    endpoint = f"{url}/api/sora-2/check-status"
-
-    async def poll(task_id: str) -> None:
-        while True:
-            response = await http.post(endpoint, json={"taskId": task_id}, headers=headers)
-            if response.json().get("status") != "processing":
-                raise RuntimeError(f"task {task_id} left 'processing': {response.text}")
-
-    async with anyio.create_task_group() as tg:
-        for task_id in task_ids:
-            tg.start_soon(poll, task_id)
-        result = await _window(counter, warmup, seconds)
-        tg.cancel_scope.cancel()
-    return result
-
-
 async def _raw(
     url: str,
-    task_ids: Sequence[str],
+    streams: Sequence[Iterable[str]],
     http: httpx.AsyncClient,
     counter: list[int],
     warmup: float,
     seconds: float,
-    workers: int,
 ) -> tuple[int, float, float]:
+    """Plain httpx: one coroutine per stream of task ids, each asking about its next id."""
     headers = {"Authorization": f"Bearer {KEY}"}
     endpoint = f"{url}/api/sora-2/check-status"
-    ids = itertools.cycle(task_ids)
 
-    async def work() -> None:
+    async def work(ids: Iterable[str]) -> None:
         for task_id in ids:
             response = await http.post(endpoint, json={"taskId": task_id}, headers=headers)
             if response.json().get("status") != "processing":
                 raise RuntimeError(f"task {task_id} left 'processing': {response.text}")
 
     async with anyio.create_task_group() as tg:
-        for _ in range(workers):
-            tg.start_soon(work)
+        for ids in streams:
+            tg.start_soon(work, ids)
         result = await _window(counter, warmup, seconds)
         tg.cancel_scope.cancel()
     return result
