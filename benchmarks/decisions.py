@@ -3,8 +3,9 @@
 Two measurements, each size in a fresh process (``python -m benchmarks.decisions METHOD N``,
 one JSON line), so that one size's heap does not slow the next:
 
-* ``decision``: the decision path alone, called directly: the duration model's bounds, the
-  budget's state, the extra-poll allowance, the poll plan, and the admission through the
+* ``decision``: the decision path alone, called directly: the default planner's
+  :meth:`~sora2_async.PollPlanner.next_poll` (the duration model's bounds, the extra-poll
+  allowance, the poll plan) on the budget's snapshot, and the admission through the
   :class:`~sora2_async.SlidingWindowLimiter` (``try_permit`` for an extra poll, ``permit`` for
   a due one) with its stamp. The budget starts as N in-flight videos leave it: N submissions
   in the window, each with its final poll promised. Nothing is sent. Wall time per decision,
@@ -35,16 +36,18 @@ import trio
 import trio.testing
 
 from sora2_async import (
+    Demand,
     ModelTier,
+    PollPlanner,
     PollPolicy,
     RateLimit,
     RequestKind,
     SlidingWindowLimiter,
     Sora2Client,
     Task,
+    Tracked,
     VideoRequest,
 )
-from sora2_async._planner import DurationModel, Tracked, extra_allowance, plan_next
 
 from .scenarios import KEY
 
@@ -72,13 +75,13 @@ def measure_in_child(
 
 
 async def _decision_cost(videos: int, decisions: int) -> float:
-    policy = PollPolicy()
-    model = DurationModel(policy)
+    planner = PollPlanner(PollPolicy())
     limiter = SlidingWindowLimiter(UNLIMITED)
-    horizon = model.bounds(ModelTier.SORA2)[1]
+    horizon = planner.final_poll_after(ModelTier.SORA2)
     for _ in range(videos):  # N submissions, each promising its final poll
-        async with limiter.permit(RequestKind.GENERATE, reserve=1, horizon=horizon):
+        async with limiter.permit(RequestKind.GENERATE, promise=horizon):
             pass
+    demand = Demand(submissions_in_window=videos)
     now = anyio.current_time()
     plans = [Tracked(ModelTier.SORA2, anchor=now - 180.0 * i / videos) for i in range(videos)]
     best = math.inf
@@ -88,10 +91,10 @@ async def _decision_cost(videos: int, decisions: int) -> float:
         for i in range(decisions):
             plan = plans[i % videos]
             now = anyio.current_time()
-            bounds = model.bounds(plan.tier)
-            allowance = extra_allowance(limiter.state(), policy.budget_share)
-            step = plan_next(plan, now, bounds=bounds, policy=policy, allowance=allowance)
-            admitted = limiter.try_permit() if step.extra else limiter.permit(RequestKind.POLL)
+            step = planner.next_poll(plan, now, limiter.last_state, demand)
+            admitted = (
+                await limiter.try_permit() if step.extra else limiter.permit(RequestKind.POLL)
+            )
             if admitted is not None:
                 async with admitted:
                     pass

@@ -1,6 +1,7 @@
 """Overhead and scale in real time: throughput, memory and decision cost, in one run.
 
-Runs the three measurements (:mod:`.throughput`, :mod:`.memory`, :mod:`.decisions`) and
+Runs the four measurements (:mod:`.throughput`, :mod:`.memory`, :mod:`.decisions`,
+:mod:`.admission`) and
 boils their samples down to the figures the README reports, each with its target.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 import attrs
 
-from . import decisions, memory, throughput
+from . import admission, decisions, memory, throughput
 from .server import serve_in_child
 
 __all__ = ["OverheadPlan", "run_overhead"]
@@ -43,6 +44,8 @@ class OverheadPlan:
     )
     decision_sizes: Sequence[int] = (100, 1_000, 10_000, 100_000)
     decisions: int = 20_000
+    admission_processes: tuple[int, ...] = (1, 8)
+    admission_permits: int = 2_000
 
 
 def run_overhead(plan: OverheadPlan, log: Any = print) -> dict[str, Any]:
@@ -73,7 +76,12 @@ def run_overhead(plan: OverheadPlan, log: Any = print) -> dict[str, Any]:
         }
         for n in plan.decision_sizes
     ]
-    seconds["decisions"] = time.perf_counter() - clock
+    seconds["decisions"], clock = time.perf_counter() - clock, time.perf_counter()
+    log("overhead: admission cost per permit, memory and SQLite ...")
+    admissions = admission.run_admission(
+        processes=plan.admission_processes, permits=plan.admission_permits
+    )
+    seconds["admission"] = time.perf_counter() - clock
     for entry in costs:
         del entry["method"]
     return {
@@ -81,6 +89,7 @@ def run_overhead(plan: OverheadPlan, log: Any = print) -> dict[str, Any]:
         "throughput": _throughput_summary(samples, plan),
         "memory": _memory_summary(rss),
         "decisions": _decisions_summary(costs),
+        "admission": admissions,
     }
 
 

@@ -200,6 +200,24 @@ def overhead_tables(overhead: dict[str, Any]) -> list[str]:
             for r in dec["by_size"]
         ],
     )
+    if overhead.get("admission"):
+        out += [
+            "Admission cost per permit (admit and stamp; memory's 8 processes do not share):",
+            "",
+        ]
+        out += _table(
+            ["store", "processes", "permits", "p50 (µs)", "p99 (µs)"],
+            [
+                [
+                    r["store"],
+                    _num(r["processes"]),
+                    _num(r["permits"]),
+                    _num(r["p50_us"], 0),
+                    _num(r["p99_us"], 0),
+                ]
+                for r in overhead["admission"]
+            ],
+        )
     return out
 
 

@@ -6,13 +6,22 @@ is worth a request, and hands back finished videos as they complete. It runs on 
 trio (through anyio).
 """
 
-from ._budget import BudgetState, Limiter, Permit, RateLimit, RequestKind, SlidingWindowLimiter
+from ._budget import (
+    BudgetState,
+    Lease,
+    Limiter,
+    Permit,
+    RateLimit,
+    RequestKind,
+    SlidingWindowLimiter,
+)
 from ._client import Sora2Client
 from ._errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
     AuthenticationError,
+    BudgetStoreError,
     GenerationFailedError,
     InsufficientCreditsError,
     InvalidRequestError,
@@ -43,8 +52,9 @@ from ._models import (
     Video,
     VideoRequest,
 )
-from ._planner import PollPolicy
+from ._planner import Demand, Planner, PollPlan, PollPlanner, PollPolicy, Tracked
 from ._retry import RetryPolicy
+from ._sqlite_limiter import SQLiteLimiter
 
 __version__ = "0.1.0"
 
@@ -57,6 +67,8 @@ __all__ = [
     "AuthenticationError",
     "BatchResult",
     "BudgetState",
+    "BudgetStoreError",
+    "Demand",
     "Event",
     "EventKind",
     "EventStream",
@@ -66,10 +78,14 @@ __all__ = [
     "Journal",
     "JournalEntry",
     "JournalState",
+    "Lease",
     "Limiter",
     "Mode",
     "ModelTier",
     "Permit",
+    "Planner",
+    "PollPlan",
+    "PollPlanner",
     "PollPolicy",
     "RateLimit",
     "RateLimitError",
@@ -77,6 +93,7 @@ __all__ = [
     "ResponseValidationError",
     "RetryPolicy",
     "SQLiteJournal",
+    "SQLiteLimiter",
     "ServerError",
     "SlidingWindowLimiter",
     "Sora2Client",
@@ -85,6 +102,7 @@ __all__ = [
     "TaskNotFoundError",
     "TaskState",
     "TaskStatus",
+    "Tracked",
     "UncertainSubmissionError",
     "Video",
     "VideoRequest",

@@ -1,27 +1,31 @@
 """The one seam every API request passes: budget → HTTP → typed result, with retries.
 
-Each attempt takes a permit from the shared limiter, so every retry spends budget as the
-server counts it. What is retried follows the API's idempotency:
+Each attempt is three steps: *admit* (a permit from the shared limiter, so every retry
+spends budget as the server counts it), *send* (one exchange over the HTTP layer), and
+*classify* (a result, an error to retry, or an error to raise). What is retried follows
+the API's idempotency:
 
-* ``check-status`` is idempotent: connection errors, timeouts, 5xx and 429 are retried.
+* ``check-status`` is idempotent: connection errors, timeouts, 5xx, 429 and answers that
+  are not in the contract's shape (a proxy's HTML page) are retried.
 * ``generate`` is not: a retry after the request may have reached the server can create and
   charge a second video. It is retried only after a 429 or a connection that was never made;
   otherwise the error says that the task may exist.
-* A failed task answered as HTTP 500 ``GENERATION_FAILED`` with a ``taskId`` is a terminal
+* A failed task answered as HTTP 500 ``GENERATION_FAILED`` is a terminal
   :class:`TaskStatus`, not a server error.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import anyio
 
-from ._budget import Limiter, RequestKind
 from ._errors import (
     APIConnectionError,
+    APIError,
     RateLimitError,
     ResponseValidationError,
     ServerError,
@@ -30,14 +34,12 @@ from ._errors import (
 )
 from ._events import EventHub, EventKind
 from ._http import Answer, HTTPLayer
+from ._limits import Lease, Limiter, Permit, RequestKind
 from ._models import TaskState, TaskStatus, VideoRequest
 from ._parse import parse_status, parse_task_id
-from ._retry import RetryPolicy
+from ._retry import Backoff, RetryPolicy
 
-__all__ = ["APICaller", "Hook"]
-
-#: Awaited once a generate is admitted, before it is sent.
-Hook = Callable[[], Awaitable[None]]
+__all__ = ["APICaller", "SendHooks", "is_transient"]
 
 logger = logging.getLogger("sora2_async")
 
@@ -46,8 +48,32 @@ STATUS_PATH = "/api/sora-2/check-status"
 
 _MAY_EXIST = (
     " The generate request may have reached the server, so the task may exist and may have "
-    "been charged; it was not re-sent. Check your tasks before submitting it again."
+    "been charged; it was not re-sent. Look for it in the nanophoto.ai dashboard before "
+    "submitting it again."
 )
+
+
+class SendHooks(Protocol):
+    """What a journal wants to hear of a generate's attempts."""
+
+    async def before_send(self) -> None:
+        """Just before the request's bytes go on the wire (record the intent)."""
+
+    async def not_sent(self, reason: str) -> None:
+        """The attempt provably created no task (a 429, a refused connection): clear it."""
+
+
+class _Retry:
+    """An error the caller may retry (``rate_limited``: a 429, on its own backoff)."""
+
+    __slots__ = ("error", "not_sent", "retry_after")
+
+    def __init__(
+        self, error: Sora2Error, *, retry_after: float | None = None, not_sent: bool = False
+    ) -> None:
+        self.error = error
+        self.retry_after = retry_after
+        self.not_sent = not_sent  # provably created nothing: even a generate may go again
 
 
 class APICaller:
@@ -65,18 +91,16 @@ class APICaller:
         self,
         request: VideoRequest,
         *,
-        reserve: int = 0,
-        horizon: float = 0.0,
-        before_send: Hook | None = None,
-    ) -> str:
-        """Submit ``request``; return its ``taskId``.
+        promise: float | None = None,
+        hooks: SendHooks | None = None,
+    ) -> tuple[str, Lease | None]:
+        """Submit ``request``; return its ``taskId`` and the lease of its final poll.
 
-        ``reserve`` polls are promised with it, due in about ``horizon`` seconds.
-        ``before_send`` is awaited once the budget admits the generate and before it is sent
-        (a journal records the intent there: not earlier, for a generate still waiting for
-        budget has sent nothing). Cancellation cannot interrupt the hook, nor the generate
-        once it is on its way: its answer, the task id, is worth the wait (the HTTP timeout
-        bounds it), or a paid task would be lost.
+        With ``promise`` (seconds from now), the generate waits until its video's final poll
+        fits when it falls due, and promises it (the returned lease; ``None`` without).
+        Cancellation cannot interrupt the generate once it is on its way: its answer, the
+        task id, is worth the wait (the HTTP timeout bounds it), or a paid task would be
+        lost. ``hooks`` hear of each attempt (a journal records the intent there).
 
         Raises:
             APIError: the API refused it (a subclass by code); a ``ServerError`` says the task
@@ -84,28 +108,19 @@ class APICaller:
             APIConnectionError: no answer; ``request_sent`` says whether the task may exist.
             ResponseValidationError: an accepted answer without a usable ``taskId``.
         """
-        held = [0]  # polls reserved once the first attempt is admitted
+        answer, lease = await self._call(
+            GENERATE_PATH, request.to_wire(), RequestKind.GENERATE, promise=promise, hooks=hooks
+        )
         try:
-            answer = await self._call(
-                GENERATE_PATH,
-                request.to_wire(),
-                RequestKind.GENERATE,
-                idempotent=False,
-                reserve=reserve,
-                horizon=horizon,
-                held=held,
-                before_send=before_send,
-            )
-            assert answer is not None  # only extra polls are ever skipped
             if answer.body is None:
                 assert answer.error is not None
                 raise ResponseValidationError(f"{answer.error}.{_MAY_EXIST}", field="<body>")
             try:
-                return parse_task_id(answer.body)
+                return parse_task_id(answer.body), lease
             except ResponseValidationError as exc:  # accepted without a usable id: it exists
                 raise ResponseValidationError(f"{exc}.{_MAY_EXIST}", field=exc.field) from None
         except BaseException:
-            self.limiter.release(held[0])  # no task to poll: give its polls back
+            await self._give_back(lease)  # no task to poll
             raise
 
     async def check_status(
@@ -114,23 +129,25 @@ class APICaller:
         """One status of ``task_id`` (retried as needed; every attempt spends budget).
 
         ``retry=False`` makes one attempt: the scheduler's pollers retry on their own plan,
-        never faster than the minimum poll interval.
+        never faster than the minimum poll interval. ``None`` for an extra poll the budget
+        could not spare now.
 
         Raises:
             TaskNotFoundError: unknown task, or another key's.
             APIError, APIConnectionError: when retries are exhausted.
             ResponseValidationError: an answer that breaks the contract.
         """
-        answer = await self._call(
-            STATUS_PATH, {"taskId": task_id}, kind, idempotent=True, retry=retry
-        )
-        if answer is None:
+        try:
+            answer, _ = await self._call(STATUS_PATH, {"taskId": task_id}, kind, retry=retry)
+        except _Skipped:
             return None
         body = answer.body
         assert body is not None
-        if answer.status_code >= 400 and "status" not in body:
-            body = {**body, "status": TaskState.FAILED.value}  # a failed task's 500 body
+        if answer.status_code >= 400:  # a failed task's 500 body
+            body = {"taskId": task_id, "status": TaskState.FAILED.value, **body}
         return parse_status(body, task_id=task_id)
+
+    # -- one call: admit, send, classify, retry --------------------------------------------------
 
     async def _call(
         self,
@@ -138,101 +155,166 @@ class APICaller:
         body: Mapping[str, Any],
         kind: RequestKind,
         *,
-        idempotent: bool,
-        reserve: int = 0,
-        horizon: float = 0.0,
-        held: list[int] | None = None,
-        before_send: Hook | None = None,
+        promise: float | None = None,
+        hooks: SendHooks | None = None,
         retry: bool = True,
-    ) -> Answer | None:
-        max_retries = self.retry.max_retries if retry else 0
-        max_rate_limited = self.retry.max_rate_limit_retries if retry else 0
-        retries = rate_limited = 0
-        while True:
-            attempt = retries + rate_limited + 1
-            error: Sora2Error
-            retry_after: float | None = None
-            rate_limited_now = False
-            if kind is RequestKind.EXTRA_POLL:
-                # Spends only idle budget: when none is free now, skip rather than wait.
-                admitted = self.limiter.try_permit(kind)
-                if admitted is None:
-                    return None
-                kind = RequestKind.POLL  # a retry of it has to happen, so it may wait
-            else:
-                if self.events:  # a progress display wants to know why nothing moves
-                    state = self.limiter.state()
-                    if state.available <= reserve or state.blocked_for > 0:
-                        self.events.emit(EventKind.WAITING_FOR_BUDGET, budget=state)
-                admitted = self.limiter.permit(kind, reserve=reserve, horizon=horizon)
-            async with admitted as permit:
-                if held is not None:
-                    held[0] += reserve
-                hook, before_send = before_send, None  # once: on the first admission
+    ) -> tuple[Answer, Lease | None]:
+        idempotent = path == STATUS_PATH
+        errors = self.retry.for_errors(retries=None if retry else 0)
+        rate_limits = self.retry.for_rate_limits(retries=None if retry else 0)
+        lease: Lease | None = None
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                admitted = await self._admit(kind, promise)
+                kind = RequestKind.POLL if kind is RequestKind.EXTRA_POLL else kind  # a retry waits
+                async with admitted as permit:
+                    lease = lease or permit.lease
+                    promise = None  # promised on the first admission only
+                    outcome = await self._send(path, body, attempt, idempotent, hooks)
+                    if isinstance(outcome, _Retry) and isinstance(outcome.error, RateLimitError):
+                        permit.rate_limited(outcome.retry_after)
+                if isinstance(outcome, Answer):
+                    return outcome, lease
+                await self._before_retry(outcome, path, errors, rate_limits, hooks)
+        except BaseException:
+            await self._give_back(lease)
+            raise
+
+    async def _admit(
+        self, kind: RequestKind, promise: float | None
+    ) -> AbstractAsyncContextManager[Permit]:
+        if kind is RequestKind.EXTRA_POLL:
+            # Spends only idle budget: when none is free now, skip rather than wait.
+            admitted = await self.limiter.try_permit(kind)
+            if admitted is None:
+                raise _Skipped
+            return admitted
+        if self.events:  # a progress display wants to know why nothing moves
+            state = self.limiter.last_state
+            if state.available <= int(promise is not None) or state.blocked_for > 0:
+                self.events.emit(EventKind.WAITING_FOR_BUDGET, budget=state)
+        return self.limiter.permit(kind, promise=promise)
+
+    async def _send(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        attempt: int,
+        idempotent: bool,
+        hooks: SendHooks | None,
+    ) -> Answer | _Retry:
+        """One exchange, classified: a result, or a ``_Retry``; a final error is raised."""
+        async with self.http.slot():
+            # A generate on its way is worth its answer: from the intent on, nothing cancels
+            # it (the HTTP timeout bounds the wait).
+            with anyio.CancelScope(shield=not idempotent):
+                if hooks is not None:
+                    await hooks.before_send()
                 try:
-                    answer = await self.http.post(
-                        path, body, attempt=attempt, shield=not idempotent, before_send=hook
-                    )
+                    answer = await self.http.send(path, body, attempt=attempt)
                 except ResponseValidationError as exc:  # sent, but undecodable
                     if not idempotent:
                         raise ResponseValidationError(
                             f"{exc}.{_MAY_EXIST}", field=exc.field
                         ) from None
-                    error = exc
+                    return _Retry(exc)
                 except APIConnectionError as exc:
-                    if not idempotent and exc.request_sent:
-                        raise type(exc)(f"{exc}.{_MAY_EXIST}", request_sent=True) from None
-                    error = exc
-                else:
-                    if answer.status_code == 429:
-                        permit.rate_limited(answer.retry_after)
-                        rate_limited_now = True
-                    if _is_failed_task(path, answer) or (
-                        200 <= answer.status_code < 300
-                        and (answer.body is not None or not idempotent)
-                    ):
-                        return answer
-                    if answer.body is None and answer.status_code < 300:
-                        # A status cut off on the way: as passing as a 5xx, and as safe to ask
-                        # again (a lost paid video is the alternative).
-                        assert answer.error is not None
-                        error = answer.error
-                    else:
-                        error = error_for_response(answer.status_code, answer.body)
-                    retry_after = answer.retry_after
-                    if isinstance(error, RateLimitError):
-                        error.retry_after = retry_after
-            # Retry outside the permit: its slot is stamped and the waits below hold none.
-            if rate_limited_now:
-                self.events.emit(EventKind.RATE_LIMITED, budget=self.limiter.state())
-            reserve = 0  # promises are made on the first admission
-            if isinstance(error, RateLimitError):
-                rate_limited += 1
-                if rate_limited > max_rate_limited:
-                    raise error
-                # The limiter now holds everyone back until the window frees; a short,
-                # jittered pause keeps retries of many callers from landing in one instant.
-                await anyio.sleep(self.retry.backoff(1, retry_after=retry_after))
-                continue
-            if isinstance(error, ServerError) and not idempotent:
-                error.message += _MAY_EXIST
-                raise error
-            if not isinstance(error, (ServerError, APIConnectionError, ResponseValidationError)):
-                raise error
-            retries += 1
-            if retries > max_retries:
-                raise error
-            logger.debug("retrying POST %s after %s (retry %d)", path, error, retries)
-            await anyio.sleep(self.retry.backoff(retries, retry_after=retry_after))
+                    if exc.request_sent:
+                        if not idempotent:
+                            raise type(exc)(f"{exc}.{_MAY_EXIST}", request_sent=True) from None
+                        return _Retry(exc)
+                    return _Retry(exc, not_sent=True)
+        return _classify(path, answer, idempotent)
+
+    async def _before_retry(
+        self,
+        outcome: _Retry,
+        path: str,
+        errors: Backoff,
+        rate_limits: Backoff,
+        hooks: SendHooks | None,
+    ) -> None:
+        """Wait before the next attempt, or raise the error when retries are spent."""
+        error = outcome.error
+        if hooks is not None and outcome.not_sent:
+            with anyio.CancelScope(shield=True):
+                await hooks.not_sent(str(error))
+        if isinstance(error, RateLimitError):
+            self.events.emit(EventKind.RATE_LIMITED, budget=self.limiter.last_state)
+            # The limiter now holds everyone back until the window frees; a short,
+            # jittered pause keeps retries of many callers from landing in one instant.
+            wait = rate_limits.next(retry_after=outcome.retry_after)
+        else:
+            wait = errors.next(retry_after=outcome.retry_after)
+        if wait is None:
+            raise error
+        logger.debug("retrying POST %s after %s (retry %d)", path, error, errors.retries)
+        await anyio.sleep(wait)
+
+    async def _give_back(self, lease: Lease | None) -> None:
+        if lease is not None:
+            with anyio.CancelScope(shield=True):
+                await self.limiter.release(lease)
+
+
+class _Skipped(Exception):
+    """An extra poll found no idle budget: nothing was sent."""
+
+
+def _classify(path: str, answer: Answer, idempotent: bool) -> Answer | _Retry:
+    """The result of one answer: itself, a ``_Retry``, or a final error (raised)."""
+    status = answer.status_code
+    if _is_failed_task(path, answer) or (
+        200 <= status < 300 and (answer.body is not None or not idempotent)
+    ):
+        return answer
+    if answer.body is None and status < 300:
+        # A status cut off on the way: as passing as a 5xx, and as safe to ask again
+        # (a lost paid video is the alternative).
+        assert answer.error is not None
+        return _Retry(answer.error)
+    error = error_for_response(status, answer.body)
+    if isinstance(error, RateLimitError):
+        error.retry_after = answer.retry_after
+        return _Retry(error, retry_after=answer.retry_after, not_sent=True)
+    if isinstance(error, ServerError):
+        if not idempotent:
+            error.message += _MAY_EXIST
+            raise error
+        return _Retry(error, retry_after=answer.retry_after)
+    if idempotent and is_transient(error):
+        # A proxy's page (HTML 404, 401 without the API's errorCode) says nothing of the
+        # task: passing, like a 5xx.
+        return _Retry(error)
+    raise error
+
+
+def is_transient(error: Sora2Error) -> bool:
+    """Whether a failed status check may succeed when asked again: no answer, a 5xx, a 429,
+    a broken answer, or an error page that is not the API's (a proxy's)."""
+    if isinstance(error, (APIConnectionError, ResponseValidationError, ServerError)):
+        return True
+    if isinstance(error, RateLimitError):
+        return True
+    return isinstance(error, APIError) and not _in_contract_shape(error)
+
+
+def _in_contract_shape(error: APIError) -> bool:
+    return error.body is not None and error.error_code is not None
 
 
 def _is_failed_task(path: str, answer: Answer) -> bool:
-    """A check-status answered 500 GENERATION_FAILED with a taskId: a status, not an error."""
+    """A check-status answered GENERATION_FAILED: the polled task's status, not an error.
+
+    The contract sends it as HTTP 500 with the ``taskId``; without one it still speaks of
+    the task that was asked about.
+    """
     body = answer.body
-    return (
-        path == STATUS_PATH
-        and body is not None
-        and body.get("errorCode") == "GENERATION_FAILED"
-        and isinstance(body.get("taskId"), str)
-        and body.get("status", TaskState.FAILED.value) == TaskState.FAILED.value
-    )
+    if path != STATUS_PATH or body is None or body.get("errorCode") != "GENERATION_FAILED":
+        return False
+    task_id = body.get("taskId")
+    return (task_id is None or isinstance(task_id, str)) and body.get(
+        "status", TaskState.FAILED.value
+    ) == TaskState.FAILED.value

@@ -20,21 +20,44 @@ class Ceiling:
 
     __slots__ = ("_configured", "_lowered_at", "_lowered_to", "_window")
 
-    def __init__(self, configured: int, window: float) -> None:
+    def __init__(
+        self,
+        configured: int,
+        window: float,
+        *,
+        lowered_to: int | None = None,
+        lowered_at: float = -math.inf,
+    ) -> None:
         self._configured = configured
         self._window = window
-        self._lowered_to = configured
-        self._lowered_at = -math.inf
+        self._lowered_to = configured if lowered_to is None else lowered_to
+        self._lowered_at = lowered_at
+
+    @property
+    def lowered(self) -> tuple[int, float]:
+        """``(lowered_to, lowered_at)``: what a shared store keeps to rebuild it."""
+        return self._lowered_to, self._lowered_at
 
     def __repr__(self) -> str:
         return f"<Ceiling {self._lowered_to}/{self._configured} per {self._window:g}s>"
+
+    def _windows_since(self, now: float) -> int:
+        """Whole windows from the last 429 to ``now``, exactly as :meth:`next_rise` counts
+        them (a float division alone can round a boundary either way, and a waiter would
+        then sleep past the rise it waits for)."""
+        k = max(0, int((now - self._lowered_at) // self._window))
+        while self._lowered_at + (k + 1) * self._window <= now:
+            k += 1
+        while k > 0 and self._lowered_at + k * self._window > now:
+            k -= 1
+        return k
 
     def at(self, now: float) -> int:
         """The limit at time ``now``."""
         value = self._lowered_to
         if value >= self._configured:
             return self._configured
-        for _ in range(int((now - self._lowered_at) // self._window)):
+        for _ in range(self._windows_since(now)):
             value = min(self._configured, value * 2 if 2 * value <= self._configured else value + 1)
             if value == self._configured:
                 break
@@ -44,8 +67,7 @@ class Ceiling:
         """When the limit next goes up by itself (``inf`` when it is at the configured one)."""
         if self.at(now) >= self._configured:
             return math.inf
-        windows = (now - self._lowered_at) // self._window + 1
-        return self._lowered_at + windows * self._window
+        return self._lowered_at + (self._windows_since(now) + 1) * self._window
 
     def lower(self, now: float, *, ours: int, seen_for: float, retry_after: float | None) -> None:
         """Account for a 429 at ``now``, while our window held ``ours`` (the refused one too).

@@ -6,9 +6,11 @@ through one :class:`~sora2_async._api.APICaller`, where the shared budget admits
 
 from __future__ import annotations
 
+import datetime
+import logging
 import math
 import os
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -16,20 +18,22 @@ import anyio
 import attrs
 import httpx
 
-from ._api import APICaller
+from ._api import APICaller, SendHooks
 from ._batch import Batch
 from ._budget import BudgetState, Limiter, RateLimit, RequestKind, SlidingWindowLimiter
 from ._download import download_video
-from ._errors import InvalidRequestError, Sora2Error, WaitTimeoutError
+from ._errors import InvalidRequestError, Sora2Error, WaitTimeoutError, provably_not_created
 from ._events import Event, EventHub, EventKind, EventStream
 from ._http import HTTPLayer, check_base_url
 from ._journal import Journal
 from ._models import BatchResult, Task, TaskStatus, Video, VideoRequest, video_of
-from ._planner import PollPolicy
+from ._planner import Planner, PollPlanner, PollPolicy
 from ._retry import RetryPolicy
 from ._scheduler import Scheduler
 
 __all__ = ["DEFAULT_BASE_URL", "Sora2Client"]
+
+logger = logging.getLogger("sora2_async")
 
 DEFAULT_BASE_URL = "https://nanophoto.ai"
 API_KEY_ENV = "NANOPHOTO_API_KEY"
@@ -42,14 +46,20 @@ class Sora2Client:
     Args:
         api_key: the API key; defaults to ``$NANOPHOTO_API_KEY``.
         base_url: defaults to ``$NANOPHOTO_BASE_URL``, then ``https://nanophoto.ai``.
-        rate_limit: a :class:`RateLimit` (a budget of its own is made), or a limiter object
-            shared with other clients of the same key.
+        rate_limit: a :class:`RateLimit` (a budget of its own is made, in memory), or a
+            limiter shared with other clients of the same key: a
+            :class:`SlidingWindowLimiter` in this process, a :class:`SQLiteLimiter` for every
+            process of one host. A limiter passed in is the caller's to close.
         http_client: an ``httpx.AsyncClient`` to use (and leave open); by default the client
             makes one and closes it in :meth:`aclose`.
+        transport: an httpx transport for the ``httpx.AsyncClient`` this client makes and
+            closes (a simulator's, an ``httpx.MockTransport``); not with ``http_client``.
         timeout: seconds, or an ``httpx.Timeout`` (default: 10 s to connect, 60 s in all).
         max_retries: retries of one call after connection errors, timeouts and 5xx.
         retry: every retry knob at once (overrides ``max_retries``).
-        poll_policy: the scheduler's knobs (minimum poll interval, target delay, priors).
+        poll_policy: the default planner's knobs (minimum poll interval, target delay, priors).
+        planner: a :class:`Planner` of your own instead of the default :class:`PollPlanner`
+            (it is not rescaled by ``time_scale``).
         time_scale: run this many times faster than the real API: duration priors, the
             minimum poll interval and the budget's window all shrink by it. Only for a
             simulator started with the same ``--time-scale`` (demos, cross-process tests).
@@ -60,6 +70,8 @@ class Sora2Client:
     Raises:
         Sora2Error: when no key is given or found in ``$NANOPHOTO_API_KEY``, or the base URL
             is refused. Nothing has been sent then.
+        ValueError: for both ``planner`` and ``poll_policy``, both ``http_client`` and
+            ``transport``, or a non-positive ``time_scale``.
     """
 
     def __init__(
@@ -69,10 +81,12 @@ class Sora2Client:
         base_url: str | None = None,
         rate_limit: RateLimit | Limiter | None = None,
         http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout | float | None = None,
         max_retries: int = 3,
         retry: RetryPolicy | None = None,
         poll_policy: PollPolicy | None = None,
+        planner: Planner | None = None,
         time_scale: float = 1.0,
         max_concurrent_requests: int = 100,
         allow_insecure_http: bool = False,
@@ -87,6 +101,10 @@ class Sora2Client:
         self._base_url = check_base_url(url, allow_insecure=allow_insecure_http)
         if not time_scale > 0:
             raise ValueError(f"time_scale must be positive, not {time_scale!r}")
+        if http_client is not None and transport is not None:
+            raise ValueError("pass an http_client or a transport (for the one made here), not both")
+        if planner is not None and poll_policy is not None:
+            raise ValueError("pass a planner or a poll_policy (the default planner's), not both")
         if rate_limit is None or isinstance(rate_limit, RateLimit):
             rate_limit = rate_limit or RateLimit()
             scaled = attrs.evolve(rate_limit, per=rate_limit.per / time_scale)
@@ -98,17 +116,22 @@ class Sora2Client:
             api_key=key.strip(),
             base_url=self._base_url,
             http_client=http_client,
+            transport=transport,
             timeout=timeout,
             max_concurrent=max_concurrent_requests,
         )
         self._events = EventHub()
         self._api = APICaller(self._http, self._limiter, self._retry, self._events)
+        policy = _scaled(poll_policy or PollPolicy(), time_scale)
         self._scheduler = Scheduler(
             self._api,
             self._limiter,
-            _scaled(poll_policy or PollPolicy(), time_scale),
+            planner or PollPlanner(policy),
             self._events,
+            min_interval=policy.min_interval,
+            time_scale=time_scale,
         )
+        self._orphans: dict[str, Task] = {}
 
     def __repr__(self) -> str:
         return f"<Sora2Client {self._base_url} budget={self._limiter!r}>"
@@ -138,9 +161,23 @@ class Sora2Client:
         """The budget this client spends (share it with other clients of the same key)."""
         return self._limiter
 
+    @property
+    def planner(self) -> Planner:
+        """The planner that decides when each video is polled."""
+        return self._scheduler.planner
+
+    @property
+    def orphaned_tasks(self) -> list[Task]:
+        """Tasks this client submitted and stopped following before they ended (a cancelled
+        :meth:`run`): they exist and are paid for; follow them with :meth:`wait` or
+        :meth:`as_completed`. Each was also logged as a WARNING."""
+        return list(self._orphans.values())
+
     def budget(self) -> BudgetState:
-        """A snapshot of the shared budget: used, reserved, waiting, next free slot, 429s."""
-        return self._limiter.state()
+        """The latest snapshot of the shared budget (no round trip to a shared store):
+        used, reserved, waiting, next free slot, 429s. ``await client.limiter.snapshot()``
+        asks the store."""
+        return self._limiter.last_state
 
     async def generate(self, request: VideoRequest) -> Task:
         """Submit one video. Spends one request (more only after 429s or refused connects).
@@ -195,7 +232,25 @@ class Sora2Client:
         Raises:
             The errors of :meth:`generate` and of :meth:`wait`.
         """
-        return await self.wait(await self._submit(request), timeout=timeout)
+        task = await self._submit(request)
+        try:
+            return await self.wait(task, timeout=timeout)
+        except anyio.get_cancelled_exc_class():
+            self._orphan(task)
+            raise
+
+    def _orphan(self, task: Task) -> None:
+        if task.task_id in self._orphans or self._scheduler.known(task.task_id) is not None:
+            return
+        self._orphans[task.task_id] = task
+        prompt = task.request.prompt if task.request is not None else ""
+        logger.warning(
+            "run() was cancelled while task %s (prompt %r) was running: it exists and is paid "
+            "for; follow it with wait(%r) (client.orphaned_tasks lists it)",
+            task.task_id,
+            _shorten(prompt),
+            task.task_id,
+        )
 
     def batch(
         self,
@@ -258,22 +313,28 @@ class Sora2Client:
         return self._events.stream(task_id=task_id, max_buffer=max_buffer)
 
     async def _submit(
-        self,
-        request: VideoRequest,
-        *,
-        promise: bool = True,
-        before_send: Callable[[], Awaitable[None]] | None = None,
+        self, request: VideoRequest, *, promise: bool = True, hooks: SendHooks | None = None
     ) -> Task:
         # With ``promise`` (run, batch), the final poll is promised in the same admission
         # that lets the generate out, and the task is watched from then on. A bare generate
         # promises nothing: nobody may ever wait for it.
-        horizon = self._scheduler.final_poll_after(request.model_tier) if promise else 0.0
-        task_id = await self._api.generate(
-            request, reserve=int(promise), horizon=horizon, before_send=before_send
-        )
+        due_in = self._scheduler.final_poll_after(request.model_tier) if promise else None
+        try:
+            task_id, lease = await self._api.generate(request, promise=due_in, hooks=hooks)
+        except Sora2Error as exc:
+            if not provably_not_created(exc):
+                logger.warning(
+                    "the generate of %r at %s got no usable answer: the task may exist and be "
+                    "paid for; look for it in the nanophoto.ai dashboard before sending it again",
+                    _shorten(request.prompt),
+                    datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                )
+            raise
         task = Task(task_id, request, anyio.current_time())
-        if promise:
-            self._scheduler.adopt(task, promised=True)
+        with anyio.CancelScope(shield=True):  # the task exists: it must be tracked
+            self._scheduler.submitted()
+            if promise:
+                await self._scheduler.adopt(task, lease)
         self._events.emit(EventKind.SUBMITTED, task_id=task_id, task=task, request=request)
         return task
 
@@ -302,6 +363,10 @@ class Sora2Client:
             APIConnectionError: the video host could not be reached.
         """
         return await download_video(self._http.client, video, path, retry=self._retry)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _scaled(policy: PollPolicy, time_scale: float) -> PollPolicy:

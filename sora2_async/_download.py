@@ -61,16 +61,17 @@ async def download_video(
     if await anyio.Path(target).is_dir():
         name = Path(urllib.parse.urlsplit(url).path).name or "video.mp4"
         target = target / name
-    for retries in range(retry.max_retries + 1):
+    backoff = retry.for_errors()
+    while True:
         try:
             await _fetch_once(client, url, target)
             return target
         except (APIConnectionError, ServerError) as exc:
-            if retries == retry.max_retries:
+            wait = backoff.next()
+            if wait is None:
                 raise
             logger.debug("retrying download of %s after %s", target.name, exc)
-            await anyio.sleep(retry.backoff(retries + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
+        await anyio.sleep(wait)
 
 
 async def _fetch_once(client: httpx.AsyncClient, url: str, target: Path) -> None:

@@ -15,6 +15,8 @@ The tree::
     ├── APIConnectionError                      no answer: refused, reset, DNS (.request_sent)
     │   └── APITimeoutError                     no answer in time (also TimeoutError)
     ├── ResponseValidationError                 an answer that breaks the contract (.field)
+    ├── BudgetStoreError                        a budget store that cannot be used (a file
+    │                                           that is not one, a store out of reach)
     └── WaitTimeoutError                        ``wait(timeout=...)`` ran out (also TimeoutError)
 
 An unknown ``errorCode`` still maps, by HTTP status (:func:`error_for_response`).
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from ._models import TaskStatus
 
 __all__ = [
+    "provably_not_created",
+    "BudgetStoreError",
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
@@ -158,6 +162,11 @@ class ResponseValidationError(Sora2Error):
         super().__init__(message)
 
 
+class BudgetStoreError(Sora2Error):
+    """A budget store cannot be used: a file that is not one (nothing is changed then), a
+    database error, a store out of reach."""
+
+
 class WaitTimeoutError(Sora2Error, TimeoutError):
     """``wait(task, timeout=...)`` ran out before the task finished. The task goes on."""
 
@@ -204,3 +213,14 @@ def error_for_response(status_code: int, body: Mapping[str, Any] | None) -> APIE
     if cls is None:
         cls = ServerError if status_code >= 500 else APIError
     return cls(message, status_code=status_code, error_code=code, body=body)
+
+
+def provably_not_created(error: BaseException) -> bool:
+    """Whether a failed generate certainly created no task (the API refused it, or it was
+    never sent: its budget store failed first); a server error, a lost answer or a broken
+    one may hide a task."""
+    if isinstance(error, BudgetStoreError):
+        return True
+    if isinstance(error, APIConnectionError):
+        return not error.request_sent
+    return isinstance(error, APIError) and not isinstance(error, ServerError)

@@ -11,7 +11,8 @@ import ipaddress
 import logging
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -81,13 +82,16 @@ class HTTPLayer:
         base_url: str,
         http_client: httpx.AsyncClient | None,
         timeout: httpx.Timeout | float | None,
+        transport: httpx.AsyncBaseTransport | None = None,
         max_concurrent: int = 100,
     ) -> None:
         self._api_key = api_key
         self._base_url = base_url
         self._owns_client = http_client is None
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
-        self.client = http_client if http_client is not None else httpx.AsyncClient()
+        self.client = (
+            http_client if http_client is not None else httpx.AsyncClient(transport=transport)
+        )
         # Thousands of due pollers must wait here (O(1) a wait), not inside httpx's
         # connection pool, which rescans its whole queue on every event.
         self._gate = anyio.Semaphore(max_concurrent)
@@ -100,21 +104,18 @@ class HTTPLayer:
         if self._owns_client:
             await self.client.aclose()
 
-    async def post(
-        self,
-        path: str,
-        body: Mapping[str, Any],
-        *,
-        attempt: int = 1,
-        shield: bool = False,
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> Answer:
-        """One POST to ``base_url + path``.
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """A turn among the requests on the wire (at most ``max_concurrent`` at once).
 
-        It waits its turn among the requests on the wire first (cancellable: nothing has
-        been sent then). With ``shield``, from then on the hook ``before_send`` and the
-        exchange run to their end whatever happens to the caller: a generate on its way is
-        worth its answer. The HTTP timeout bounds that.
+        Waiting for it is cancellable: nothing has been sent then.
+        """
+        async with self._gate:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            yield
+
+    async def send(self, path: str, body: Mapping[str, Any], *, attempt: int = 1) -> Answer:
+        """One POST to ``base_url + path`` (inside a :meth:`slot`).
 
         Raises:
             APITimeoutError: no answer in time (``request_sent`` false for connect timeouts).
@@ -122,15 +123,7 @@ class HTTPLayer:
                 never made, so that even a generate may be sent again).
             ResponseValidationError: an answer httpx could not decode.
         """
-        async with self._gate:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            answer: Answer | None = None
-            with anyio.CancelScope(shield=shield):  # never cancelled itself: it only shields
-                if before_send is not None:
-                    await before_send()
-                answer = await self._post(path, body, attempt)
-            assert answer is not None
-            return answer
+        return await self._post(path, body, attempt)
 
     async def _post(self, path: str, body: Mapping[str, Any], attempt: int) -> Answer:
         started = anyio.current_time()

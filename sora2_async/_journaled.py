@@ -2,9 +2,9 @@
 
 For each request the batch reads, :meth:`JournaledStart.start` looks it up in the journal:
 
-* nothing recorded, or refused by the API before: submit it — intent first (on admission,
-  see ``APICaller.generate``), then the generate, then the task id, each durable before the
-  next step;
+* nothing recorded, or refused by the API before: submit it — intent first (just before
+  its bytes go out, see ``APICaller``), then the generate, then the task id, each durable
+  before the next step; an attempt that provably created nothing clears its intent;
 * submitted: follow the task by its id, never submit again;
 * completed or failed: hand back the recorded outcome, spending nothing;
 * intent without an answer (uncertain): hand back :class:`UncertainSubmissionError`, unless
@@ -15,20 +15,15 @@ For each request the batch reads, :meth:`JournaledStart.start` looks it up in th
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Protocol
 
 import anyio
 
-from ._errors import (
-    APIConnectionError,
-    APIError,
-    GenerationFailedError,
-    ServerError,
-)
+from ._api import SendHooks
+from ._errors import GenerationFailedError, provably_not_created
 from ._journal import (
     Journal,
     JournalEntry,
@@ -40,23 +35,32 @@ from ._models import BatchResult, Task, TaskState, TaskStatus, VideoRequest, vid
 
 logger = logging.getLogger("sora2_async")
 
-__all__ = ["JournaledStart", "SubmitHooked", "final_status_of", "provably_not_created"]
+__all__ = ["JournaledStart", "SubmitHooked", "final_status_of"]
 
 
 class SubmitHooked(Protocol):
-    """Submit ``request``, awaiting ``before_send`` once the budget admits its generate."""
+    """Submit ``request``, telling ``hooks`` of each attempt of its generate."""
 
     def __call__(
-        self, request: VideoRequest, *, before_send: Callable[[], Awaitable[None]] | None = None
+        self, request: VideoRequest, *, hooks: SendHooks | None = None
     ) -> Awaitable[Task]: ...
 
 
-def provably_not_created(error: BaseException) -> bool:
-    """Whether a failed generate certainly created no task (the API refused it, or it was
-    never sent); a server error, a lost answer or a broken one may hide a task."""
-    if isinstance(error, APIConnectionError):
-        return not error.request_sent
-    return isinstance(error, APIError) and not isinstance(error, ServerError)
+class _Intent:
+    """The journal's side of a generate's attempts: the intent is written just before the
+    bytes go out, and cleared when an attempt provably created nothing (a 429, a refused
+    connection), so that only a send that may have reached the server stays uncertain."""
+
+    __slots__ = ("_journal", "_key", "_request")
+
+    def __init__(self, journal: Journal, key: str, request: VideoRequest) -> None:
+        self._journal, self._key, self._request = journal, key, request
+
+    async def before_send(self) -> None:
+        await self._journal.record_intent(self._key, self._request)
+
+    async def not_sent(self, reason: str) -> None:
+        await self._journal.record_rejected(self._key, self._request, f"not sent: {reason}")
 
 
 def final_status_of(result: BatchResult) -> TaskStatus | None:
@@ -128,9 +132,8 @@ class JournaledStart:
                 return _outcome(entry)
             if entry.state is JournalState.INTENT and not self._resubmit_uncertain:
                 raise UncertainSubmissionError(key, request)
-        intent = functools.partial(self._journal.record_intent, key, request)
         try:
-            task = await self._submit(request, before_send=intent)
+            task = await self._submit(request, hooks=_Intent(self._journal, key, request))
         except Exception as exc:
             if provably_not_created(exc):
                 with anyio.CancelScope(shield=True):

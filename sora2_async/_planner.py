@@ -9,7 +9,10 @@ polls before that, every ``s`` seconds from ``lo`` (the shortest known duration)
 ``min_interval``. Extra polls never wait for budget: when the budget is busy they are
 skipped, so they cannot delay a poll that finishes a video or a new submission.
 
-Everything here is arithmetic on numbers given to it; nothing sleeps or sends.
+A :class:`Planner` is what the scheduler asks; :class:`PollPlanner` is the default one, and
+:class:`PollPolicy` holds its knobs. The planner is the one owner of the final-poll horizon
+(:meth:`Planner.final_poll_after`) and of the learned durations. Everything here is
+arithmetic on numbers given to it; nothing sleeps or sends.
 """
 
 from __future__ import annotations
@@ -17,14 +20,25 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._budget import BudgetState
+from ._limits import BudgetState
 from ._models import ModelTier
 
-__all__ = ["DEFAULT_PRIORS", "DurationModel", "PollPlan", "PollPolicy", "Tracked", "plan_next"]
+__all__ = [
+    "DEFAULT_PRIORS",
+    "Demand",
+    "DurationModel",
+    "Planner",
+    "PollPlan",
+    "PollPlanner",
+    "PollPolicy",
+    "Tracked",
+    "extra_allowance",
+    "plan_next",
+]
 
 #: Typical generation time per tier, in seconds: (shortest, longest). From the provider's
 #: documentation: sora2 about 1–3 minutes, the pro tiers about 3–8 minutes.
@@ -139,7 +153,15 @@ class PollPlan:
     extra: bool
 
 
-def extra_allowance(state: BudgetState, share: float) -> int:
+@attrs.frozen
+class Demand:
+    """What this process's scheduler has asked of the budget lately (it counts its own)."""
+
+    submissions_in_window: int = 0  #: videos submitted within the last window
+    extra_polls_in_window: int = 0  #: extra polls spent on latency within the last window
+
+
+def extra_allowance(state: BudgetState, demand: Demand, share: float) -> int:
     """How many extra polls a running video may plan over its remaining uncertainty.
 
     Zero while anything waits for budget. Extra polls as a whole may use what is left of
@@ -151,12 +173,12 @@ def extra_allowance(state: BudgetState, share: float) -> int:
     """
     if state.waiting_generates or state.waiting_polls:
         return 0
-    submissions = max(1, state.generates_in_window)
+    submissions = max(1, demand.submissions_in_window)
     for_extras = share * state.limit - max(2 * submissions, state.limit / 2)
     per_video = 1.5 * for_extras / submissions
     if per_video < 1:  # the budget binds: two requests a video
         return 0
-    if state.extra_polls_in_window >= for_extras:
+    if demand.extra_polls_in_window >= for_extras:
         return min(_FLOOR, math.floor(per_video))
     return math.floor(per_video)
 
@@ -190,3 +212,58 @@ def plan_next(
         if at < final_at - min_interval:
             return PollPlan(at, extra=True)
     return PollPlan(final_at, extra=False)
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Decides when each running video is worth a poll (``Sora2Client(planner=...)``).
+
+    The scheduler owns the tasks and the sleeping; the planner only answers questions.
+    """
+
+    def final_poll_after(self, tier: ModelTier | None) -> float:
+        """Seconds from submission to the final poll of a video of ``tier``, as planned now.
+
+        A submission waits until the budget can carry that poll when it falls due.
+        """
+
+    def next_poll(self, task: Tracked, now: float, budget: BudgetState, demand: Demand) -> PollPlan:
+        """When to poll ``task`` next, and whether that poll is an extra one."""
+
+    def extra_still_worth(self, budget: BudgetState, demand: Demand) -> bool:
+        """Whether a planned extra poll is still worth sending (asked when it falls due)."""
+
+    def observe(self, tier: ModelTier | None, generation_time: float) -> None:
+        """A video of ``tier`` took ``generation_time`` seconds of the API's time."""
+
+
+class PollPlanner:
+    """The default planner: priors per tier, learned durations, a final poll per video,
+    and extra polls from idle budget (the module docstring says how)."""
+
+    def __init__(self, policy: PollPolicy | None = None) -> None:
+        self.policy = policy or PollPolicy()
+        self.durations = DurationModel(self.policy)
+
+    def __repr__(self) -> str:
+        return f"<PollPlanner {self.policy!r}>"
+
+    def final_poll_after(self, tier: ModelTier | None) -> float:
+        """Seconds from submission to the final poll: the longest known duration plus margin."""
+        return self.durations.bounds(tier)[1] + self.policy.seconds(self.policy.final_margin)
+
+    def next_poll(self, task: Tracked, now: float, budget: BudgetState, demand: Demand) -> PollPlan:
+        """When to poll ``task`` next (see :func:`plan_next`)."""
+        lo, hi = self.durations.bounds(task.tier)
+        if not task.age_known:
+            lo = 0.0  # it may have run for a while already
+        allowance = extra_allowance(budget, demand, self.policy.budget_share)
+        return plan_next(task, now, bounds=(lo, hi), policy=self.policy, allowance=allowance)
+
+    def extra_still_worth(self, budget: BudgetState, demand: Demand) -> bool:
+        """Whether idle budget still allows an extra poll."""
+        return extra_allowance(budget, demand, self.policy.budget_share) > 0
+
+    def observe(self, tier: ModelTier | None, generation_time: float) -> None:
+        """Learn from a finished video's ``generationTime``."""
+        self.durations.observe(tier, generation_time)

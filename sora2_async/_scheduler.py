@@ -3,37 +3,54 @@
 The first caller to wait on a task becomes its poller; everyone else waits on its result.
 If the poller's caller is cancelled, the next waiter takes over, so a task is never polled
 twice at once and never left unwatched while somebody waits. The poller asks the planner
-*when* (``_planner``), the limiter *whether* (``_budget``), and the API *what* (``_api``);
-none of those knows of the others.
+*when* (``_planner``), the limiter *whether* (``_budget`` and the other stores), and the API
+*what* (``_api``); none of those knows of the others.
 
-Each tracked task holds one promised poll in the budget (its final one) from the moment it
-is tracked until it ends or is given up; finished statuses are remembered (a bounded LRU),
-so a finished task is never polled again.
+Each tracked task holds a lease on its final poll in the budget from the moment it is
+tracked until it ends or is given up; finished statuses are remembered (a bounded LRU),
+so a finished task is never polled again. The scheduler counts its own demand (videos
+submitted, extra polls spent, within the last window): the limiter only admits.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+import math
+from collections import OrderedDict, deque
 
 import anyio
 import attrs
 
-from ._api import APICaller
-from ._budget import Limiter, RequestKind
-from ._errors import APIConnectionError, RateLimitError, ResponseValidationError, ServerError
+from ._api import APICaller, is_transient
+from ._errors import Sora2Error
 from ._events import EventHub, EventKind
+from ._limits import Lease, Limiter, RequestKind
 from ._models import ModelTier, Task, TaskState, TaskStatus, video_of
-from ._planner import DurationModel, PollPolicy, Tracked, extra_allowance, plan_next
+from ._planner import Demand, Planner, PollPolicy, Tracked
 
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger("sora2_async")
 
-# Failed polls in a row (connection errors, 5xx, 429s, broken answers) before a wait gives
-# up: spaced 5 s, 10 s, 20 s ... up to 5 minutes apart, about ten minutes of outage.
-_MAX_FAILED_ROUNDS = 8
-_LONGEST_PAUSE = 300.0
+
+class _DemandLog:
+    """When this process submitted videos and spent extra polls, over the last window."""
+
+    __slots__ = ("_extras", "_submissions")
+
+    def __init__(self) -> None:
+        self._submissions: deque[float] = deque()
+        self._extras: deque[float] = deque()
+
+    def note(self, *, extra: bool) -> None:
+        (self._extras if extra else self._submissions).append(anyio.current_time())
+
+    def now(self, window: float) -> Demand:
+        horizon = anyio.current_time() - window
+        for times in (self._submissions, self._extras):
+            while times and times[0] <= horizon:
+                times.popleft()
+        return Demand(len(self._submissions), len(self._extras))
 
 
 @attrs.define(eq=False)
@@ -42,7 +59,7 @@ class _Watch:
 
     task: Task
     plan: Tracked
-    holds_promise: bool
+    lease: Lease | None
     waiters: int = 0
     polling: bool = False
     changed: anyio.Event = attrs.Factory(anyio.Event)  # set when done or the poller leaves
@@ -62,16 +79,20 @@ class Scheduler:
         self,
         api: APICaller,
         limiter: Limiter,
-        policy: PollPolicy,
+        planner: Planner,
         events: EventHub,
         *,
+        min_interval: float = PollPolicy().min_interval,
+        time_scale: float = 1.0,
         remember: int = 10_000,
     ) -> None:
         self._api = api
         self._limiter = limiter
-        self._policy = policy
+        self._planner = planner
         self._events = events
-        self._model = DurationModel(policy)
+        self._min_interval = min_interval / time_scale
+        self._time_scale = time_scale
+        self._demand = _DemandLog()
         self._watches: dict[str, _Watch] = {}
         self._finished: OrderedDict[str, TaskStatus] = OrderedDict()
         self._remember = remember
@@ -80,9 +101,9 @@ class Scheduler:
         return f"<Scheduler tracking={len(self._watches)} finished={len(self._finished)}>"
 
     @property
-    def policy(self) -> PollPolicy:
-        """The poll policy in force."""
-        return self._policy
+    def planner(self) -> Planner:
+        """The planner in force."""
+        return self._planner
 
     def tracking(self) -> int:
         """How many tasks are being watched now."""
@@ -90,7 +111,11 @@ class Scheduler:
 
     def final_poll_after(self, tier: ModelTier | None) -> float:
         """Seconds from submission to the final poll of a video of ``tier``, as planned now."""
-        return self._model.bounds(tier)[1] + self._policy.seconds(self._policy.final_margin)
+        return self._planner.final_poll_after(tier)
+
+    def submitted(self) -> None:
+        """Count a submission of this process (the planner's view of demand)."""
+        self._demand.note(extra=False)
 
     def known(self, task_id: str) -> TaskStatus | None:
         """The latest status seen of ``task_id`` without sending anything, or ``None``."""
@@ -99,14 +124,19 @@ class Scheduler:
         watch = self._watches.get(task_id)
         return watch.latest if watch is not None else None
 
-    def adopt(self, task: Task, *, promised: bool) -> None:
-        """Start tracking ``task``. ``promised``: its final poll is already reserved."""
+    async def adopt(self, task: Task, lease: Lease | None = None) -> None:
+        """Start tracking ``task``; ``lease``: its final poll, promised already (else it is
+        promised here, without waiting: the video runs already)."""
         if task.task_id in self._watches or task.task_id in self._finished:
-            if promised:
-                self._limiter.release(1)
+            if lease is not None:
+                await self._release(lease)
             return
-        if not promised:
-            self._limiter.reserve(1)
+        if lease is None:
+            tier = task.request.model_tier if task.request is not None else None
+            lease = await self._limiter.promise(self._planner.final_poll_after(tier))
+            if task.task_id in self._watches:  # adopted meanwhile by another waiter
+                await self._release(lease)
+                return
         now = anyio.current_time()
         age_known = task.submitted_at is not None
         plan = Tracked(
@@ -114,7 +144,7 @@ class Scheduler:
             anchor=task.submitted_at if task.submitted_at is not None else now,
             age_known=age_known,
         )
-        self._watches[task.task_id] = _Watch(task, plan, holds_promise=True)
+        self._watches[task.task_id] = _Watch(task, plan, lease)
 
     async def wait(self, task: Task) -> TaskStatus:
         """Wait for ``task`` to end; return its final status (completed or failed).
@@ -126,7 +156,9 @@ class Scheduler:
         if task.task_id in self._finished:
             self._finished.move_to_end(task.task_id)
             return self._finished[task.task_id]
-        self.adopt(task, promised=False)
+        await self.adopt(task)
+        if task.task_id in self._finished:  # it ended while its lease was being made
+            return self._finished[task.task_id]
         watch = self._watches[task.task_id]
         watch.waiters += 1
         try:
@@ -143,24 +175,28 @@ class Scheduler:
         finally:
             watch.waiters -= 1
             if watch.waiters == 0 and watch.result is None and watch.error is None:
-                self._forget(watch)  # nobody waits any more: stop spending on it
+                await self._forget(watch)  # nobody waits any more: stop spending on it
         if watch.error is not None:
             raise watch.error
         assert watch.result is not None
         return watch.result
 
-    def _forget(self, watch: _Watch) -> None:
+    async def _release(self, lease: Lease) -> None:
+        with anyio.CancelScope(shield=True):  # a lease left behind holds a slot back
+            await self._limiter.release(lease)
+
+    async def _forget(self, watch: _Watch) -> None:
         if self._watches.get(watch.task.task_id) is watch:
             del self._watches[watch.task.task_id]
-        if watch.holds_promise:
-            watch.holds_promise = False
-            self._limiter.release(1)
+        lease, watch.lease = watch.lease, None
+        if lease is not None:
+            await self._release(lease)
 
-    def _finish(
+    async def _finish(
         self, watch: _Watch, status: TaskStatus | None, error: BaseException | None
     ) -> None:
         watch.result, watch.error = status, error
-        self._forget(watch)
+        await self._forget(watch)
         task_id = watch.task.task_id
         if status is not None and status.state is TaskState.COMPLETED:
             video = video_of(watch.task, status)
@@ -174,41 +210,32 @@ class Scheduler:
 
     async def _poll_until_done(self, watch: _Watch) -> None:
         plan = watch.plan
-        failed_rounds = 0
+        window = self._limiter.rate_limit.per
+        failures = self._api.retry.for_polls(self._min_interval)
         while True:
             now = anyio.current_time()
-            lo, hi = self._model.bounds(plan.tier)
-            if not plan.age_known:
-                lo = 0.0  # it may have run for a while already
-            state = self._limiter.state()
-            allowance = extra_allowance(state, self._policy.budget_share)
-            step = plan_next(plan, now, bounds=(lo, hi), policy=self._policy, allowance=allowance)
+            budget = self._limiter.last_state
+            step = self._planner.next_poll(plan, now, budget, self._demand.now(window))
             if step.at > now:
-                await anyio.sleep(step.at - now)
-                if step.extra and not extra_allowance(
-                    self._limiter.state(), self._policy.budget_share
+                await self._sleep_until(step.at)
+                if step.extra and not self._planner.extra_still_worth(
+                    self._limiter.last_state, self._demand.now(window)
                 ):
                     continue  # the budget got busier while it slept: plan again
             try:
                 status = await self._poll_once(watch, extra=step.extra)
-            except (
-                APIConnectionError,
-                ServerError,
-                RateLimitError,
-                ResponseValidationError,
-            ) as exc:
-                failed_rounds += 1
-                if failed_rounds >= _MAX_FAILED_ROUNDS:
-                    self._finish(watch, None, exc)
+            except Sora2Error as exc:
+                pause = failures.next() if is_transient(exc) else None
+                if pause is None:  # refused for good, or failing for too long
+                    await self._finish(watch, None, exc)
                     return
                 logger.debug("poll of %s failed (%s); will try again", watch.task.task_id, exc)
-                pause = min(_LONGEST_PAUSE, self._policy.min_interval * 2 ** (failed_rounds - 1))
-                await anyio.sleep(self._policy.seconds(pause))
+                await self._sleep_until(anyio.current_time() + pause)
                 continue
             except Exception as exc:
-                self._finish(watch, None, exc)
+                await self._finish(watch, None, exc)
                 raise
-            failed_rounds = 0
+            failures.reset()
             if status is None:  # an extra poll the budget could not spare right now
                 plan.last_poll = anyio.current_time()
                 continue
@@ -216,8 +243,21 @@ class Scheduler:
             self._events.emit(EventKind.POLLED, task_id=status.task_id, status=status)
             if status.state is not TaskState.PROCESSING:
                 self._learn(watch, status)
-                self._finish(watch, status, None)
+                await self._finish(watch, status, None)
                 return
+
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep until ``deadline``, waking to keep this owner's leases alive meanwhile."""
+        every = self._limiter.renew_every
+        while True:
+            now = anyio.current_time()
+            if now >= deadline:
+                return
+            if math.isinf(every):
+                await anyio.sleep(deadline - now)
+                return
+            await anyio.sleep(min(deadline - now, every))
+            await self._limiter.renew()
 
     async def _poll_once(self, watch: _Watch, *, extra: bool) -> TaskStatus | None:
         plan = watch.plan
@@ -226,6 +266,8 @@ class Scheduler:
         status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
         if status is None:
             return None
+        if extra:
+            self._demand.note(extra=True)
         first_look = not plan.age_known and plan.polls == 0
         plan.polls += 1
         plan.last_poll = anyio.current_time()
@@ -239,4 +281,4 @@ class Scheduler:
             return
         if status.generation_time is not None:
             # Server time, but never less than what we saw running (it may omit queueing).
-            self._model.observe(plan.tier, status.generation_time)
+            self._planner.observe(plan.tier, status.generation_time)

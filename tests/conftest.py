@@ -19,6 +19,15 @@ VIRTUAL_TIME_BACKENDS = ["asyncio", "trio"]
 REAL_TIME_BACKENDS = ["asyncio-real", "trio-real"]
 
 
+@pytest.fixture(autouse=True)
+def state_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Every test (and every ``sora2`` it starts) gets a state folder of its own: the
+    command's default budget store lives there, never in the real home."""
+    folder = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture(params=VIRTUAL_TIME_BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     name: str = request.param
@@ -31,3 +40,25 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     if name == "asyncio-real":
         return "asyncio", {}
     raise ValueError(name)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``NANOPHOTO_API_KEY`` or ``NANOPHOTO_BASE_URL`` from the real environment: a
+    client built in the test sees only what the test sets. Use it with
+    ``pytestmark = pytest.mark.usefixtures("clean_env")``."""
+    monkeypatch.delenv("NANOPHOTO_API_KEY", raising=False)
+    monkeypatch.delenv("NANOPHOTO_BASE_URL", raising=False)
+
+
+@pytest.fixture
+def api() -> Any:
+    """The mocked API wire: a ``respx.MockRouter`` on ``tests.helpers.BASE`` (relative routes
+    are the API's paths), for the helpers of :mod:`tests.helpers`; routes left uncalled are
+    fine. Yields the router (an ``Iterator[respx.MockRouter]``)."""
+    import respx
+
+    from tests.helpers import BASE
+
+    with respx.mock(base_url=BASE, assert_all_called=False) as mock:
+        yield mock

@@ -21,6 +21,8 @@ from typing import Any
 import anyio
 import httpx
 
+from tests.helpers import free_port as free_port  # re-exported: test_fastapi_app imports it here
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "fastapi_app.py"
 
@@ -37,13 +39,6 @@ def load_example() -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Served:

@@ -11,7 +11,6 @@ requests, and the demo.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -24,8 +23,9 @@ import pytest
 
 from sora2_async import JournalState
 from sora2_async.testing import RateLimitPolicy, Simulator, serve_in_thread
+from tests import cli_helpers
+from tests.cli_helpers import KEY, env, read_until, write_prompts
 
-KEY = "cli-test-key-01"
 SCALE = 60.0  # a sora2 video (1-3 min) takes 0.5-1.5 s; the budget's hour, 30 s
 
 
@@ -40,14 +40,6 @@ def base_url(sim: Simulator) -> Iterator[str]:
         yield url
 
 
-def env(key: str | None = KEY) -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("NANOPHOTO_")}
-    if key is not None:
-        environ["NANOPHOTO_API_KEY"] = key
-    environ["COLUMNS"] = "200"
-    return environ
-
-
 def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sora2_async.cli", *args],
@@ -58,11 +50,6 @@ def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProce
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-
-
-def write_prompts(path: Path, n: int, prefix: str = "a video of") -> Path:
-    path.write_text("".join(f"{prefix} thing {i}\n" for i in range(n)), encoding="utf-8")
-    return path
 
 
 def journal_states(path: Path) -> dict[str, int]:
@@ -77,31 +64,7 @@ def manifest(out: Path) -> list[dict[str, object]]:
 
 
 def start_batch(base_url: str, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
-    args = ["batch", "prompts.txt", "--out", "out", "--yes", "--json", "--time-scale", f"{SCALE:g}"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "sora2_async.cli", *args, "--base-url", base_url, *extra],
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def read_until(proc: subprocess.Popen[str], done: int) -> None:
-    """Read the JSON events until ``done`` videos are saved."""
-    assert proc.stdout is not None
-    saved = 0
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        event = json.loads(line)
-        if event["event"] == "result" and event["status"] == "completed":
-            saved += 1
-            if saved >= done:
-                return
-        assert time.monotonic() < deadline, "the batch did not get that far"
-    raise AssertionError(f"the batch ended before {done} videos: {proc.stderr}")
+    return cli_helpers.start_batch(base_url, tmp_path, SCALE, *extra)
 
 
 def test_a_batch_killed_halfway_resumes_without_paying_twice(tmp_path: Path) -> None:

@@ -32,10 +32,7 @@ VIDEO_URL = "https://video.nanophoto.ai/sora/task_abc123.mp4"
 CONTENT = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NANOPHOTO_API_KEY", raising=False)
-    monkeypatch.delenv("NANOPHOTO_BASE_URL", raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture

@@ -31,8 +31,7 @@ class Latency(httpx.AsyncBaseTransport):
 
 async def test_a_generate_cancelled_while_waiting_for_the_wire_is_never_sent() -> None:
     sim = Simulator(seed=1)
-    http = httpx.AsyncClient(transport=Latency(sim, 30))
-    async with Sora2Client(KEY, http_client=http, max_concurrent_requests=1) as client:
+    async with Sora2Client(KEY, transport=Latency(sim, 30), max_concurrent_requests=1) as client:
         first = await client.generate(VideoRequest("first"))
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.check_status, first)  # holds the only slot for 30 s
@@ -50,7 +49,7 @@ class Timeouts(httpx.AsyncBaseTransport):
 
 
 async def test_wait_reports_api_timeouts_as_such() -> None:
-    async with Sora2Client(KEY, http_client=httpx.AsyncClient(transport=Timeouts())) as client:
+    async with Sora2Client(KEY, transport=Timeouts()) as client:
         with pytest.raises(APITimeoutError):
             await client.wait("task_1")
         with pytest.raises(APITimeoutError):
@@ -58,7 +57,7 @@ async def test_wait_reports_api_timeouts_as_such() -> None:
 
 
 async def test_the_key_is_in_no_exception_context() -> None:
-    async with Sora2Client(KEY, http_client=httpx.AsyncClient(transport=Timeouts())) as client:
+    async with Sora2Client(KEY, transport=Timeouts()) as client:
         with pytest.raises(APITimeoutError) as info:
             await client.check_status("task_1")
     seen = []
@@ -79,8 +78,7 @@ class BadEncoding(httpx.AsyncBaseTransport):
 async def test_an_undecodable_answer_is_a_typed_error() -> None:
     from sora2_async import ResponseValidationError
 
-    http = httpx.AsyncClient(transport=BadEncoding())
-    async with Sora2Client(KEY, http_client=http, rate_limit=RateLimit(1000)) as client:
+    async with Sora2Client(KEY, transport=BadEncoding(), rate_limit=RateLimit(1000)) as client:
         with pytest.raises(ResponseValidationError):
             await client.check_status("t")
         with pytest.raises(ResponseValidationError, match="may exist"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -34,7 +33,7 @@ from sora2_async import (
     VideoRequest,
 )
 from sora2_async._journal import request_key
-from sora2_async.testing import Simulator
+from sora2_async.testing import RuleTransport, Simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -103,8 +102,7 @@ class DropGenerate(httpx.AsyncBaseTransport):
 
 
 def client_for(sim: Simulator, transport: httpx.AsyncBaseTransport | None = None) -> Sora2Client:
-    http = httpx.AsyncClient(transport=transport or sim.transport())
-    return Sora2Client(KEY, http_client=http, max_retries=0)
+    return Sora2Client(KEY, transport=transport or sim.transport(), max_retries=0)
 
 
 def requests(n: int, prefix: str = "journaled") -> list[VideoRequest]:
@@ -254,8 +252,7 @@ async def test_intent_is_recorded_only_once_the_budget_admits() -> None:
         await record_intent(key, request)
 
     journal.record_intent = spy  # type: ignore[method-assign]
-    http = httpx.AsyncClient(transport=sim.transport())
-    async with Sora2Client(KEY, http_client=http, rate_limit=RateLimit(2)) as client:
+    async with sim.client(KEY, rate_limit=RateLimit(2)) as client:
         # The first video takes the two slots; the second waits for budget and is
         # cancelled while waiting: it never went out, so it must leave no intent.
         with anyio.move_on_after(600):
@@ -265,14 +262,15 @@ async def test_intent_is_recorded_only_once_the_budget_admits() -> None:
     assert len(seen) == 1
 
 
-async def test_the_hook_runs_once_per_submission_even_across_retries() -> None:
+async def test_an_attempt_refused_with_a_429_clears_its_intent_until_the_retry() -> None:
+    """The intent is written just before each attempt's bytes go out, and cleared by an
+    attempt that provably created nothing: a Ctrl-C while the retry waits for budget leaves
+    no false "may have been charged"."""
     sim = Simulator(seed=9)
     calls: list[str] = []
     refused_once: set[str] = set()
 
     def rule(request: httpx.Request) -> httpx.Response | None:
-        # Every generate is refused with a 429 the first time: the retry must not re-run
-        # the hook (the intent is recorded once, at the first admission).
         prompt = json.loads(request.content).get("prompt", "")
         if request.url.path.endswith("/generate") and prompt not in refused_once:
             refused_once.add(prompt)
@@ -284,36 +282,52 @@ async def test_the_hook_runs_once_per_submission_even_across_retries() -> None:
             return httpx.Response(429, json=body, headers={"Retry-After": "1"})
         return None
 
-    def hook(name: str) -> Callable[[], Awaitable[None]]:
-        async def record() -> None:
-            calls.append(name)
+    class Hooks:
+        def __init__(self, name: str) -> None:
+            self.name = name
 
-        return record
+        async def before_send(self) -> None:
+            calls.append(f"{self.name}: intent")
 
-    transport = RuleTransport(sim, rule)
-    async with Sora2Client(KEY, http_client=httpx.AsyncClient(transport=transport)) as client:
+        async def not_sent(self, reason: str) -> None:
+            assert "slow down" in reason
+            calls.append(f"{self.name}: cleared")
+
+    async with Sora2Client(KEY, transport=RuleTransport(sim, rule)) as client:
         async with anyio.create_task_group() as tg:
             for name in ("a", "b"):
                 tg.start_soon(
-                    functools.partial(client._submit, VideoRequest(name), before_send=hook(name))
+                    functools.partial(client._submit, VideoRequest(name), hooks=Hooks(name))
                 )
         await client.generate(VideoRequest("no hook"))
-    assert sorted(calls) == ["a", "b"]
+    for name in ("a", "b"):
+        assert [c for c in calls if c.startswith(name)] == [
+            f"{name}: intent",
+            f"{name}: cleared",
+            f"{name}: intent",
+        ]
     assert sim.stats().tasks_created == 3
 
 
-class RuleTransport(httpx.AsyncBaseTransport):
-    """The simulator's transport, with a rule that can answer first."""
+async def test_a_batch_cancelled_while_a_refused_submission_waits_leaves_nothing_uncertain() -> (
+    None
+):
+    sim = Simulator(seed=9)
+    journal = MemoryJournal()
 
-    def __init__(
-        self, sim: Simulator, rule: Callable[[httpx.Request], httpx.Response | None]
-    ) -> None:
-        self._inner = sim.transport()
-        self._rule = rule
+    def rule(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path.endswith("/generate"):
+            body = {"success": False, "error": "busy", "errorCode": "API_KEY_RATE_LIMIT_EXCEEDED"}
+            return httpx.Response(429, json=body, headers={"Retry-After": "600"})
+        return None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        answer = self._rule(request)
-        return answer if answer is not None else await self._inner.handle_async_request(request)
+    async with Sora2Client(KEY, transport=RuleTransport(sim, rule)) as client:
+        with anyio.move_on_after(30):  # Ctrl-C while the retry waits out the Retry-After
+            await run_batch(client, requests(1), journal)
+    entries = await journal.entries()
+    assert [e.state for e in entries] == [JournalState.REJECTED]
+    assert not any(e.uncertain for e in entries)
+    assert sim.stats().tasks_created == 0
 
 
 class SlowGenerate(httpx.AsyncBaseTransport):

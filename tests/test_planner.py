@@ -17,8 +17,10 @@ from sora2_async._budget import BudgetState, RateLimit, RequestKind, SlidingWind
 from sora2_async._models import ModelTier
 from sora2_async._planner import (
     DEFAULT_PRIORS,
+    Demand,
     DurationModel,
     PollPlan,
+    PollPlanner,
     PollPolicy,
     Tracked,
     extra_allowance,
@@ -59,8 +61,8 @@ def budget(
     extras: int = 0,
     waiting_polls: int = 0,
     waiting_generates: int = 0,
-) -> BudgetState:
-    return BudgetState(
+) -> tuple[BudgetState, Demand]:
+    state = BudgetState(
         limit=limit,
         configured_limit=limit,
         window=3602.0,
@@ -68,12 +70,11 @@ def budget(
         reserved=0,
         waiting_polls=waiting_polls,
         waiting_generates=waiting_generates,
-        generates_in_window=submissions,
-        extra_polls_in_window=extras,
         next_free_in=0.0,
         rate_limited=0,
         blocked_for=0.0,
     )
+    return state, Demand(submissions, extras)
 
 
 def approx(value: float) -> Any:
@@ -370,18 +371,18 @@ def test_durations_are_in_the_policys_time() -> None:
 @pytest.mark.parametrize(("polls", "generates"), [(1, 0), (0, 1), (3, 2)])
 def test_no_extra_polls_while_anyone_waits(polls: int, generates: int) -> None:
     state = budget(submissions=1, waiting_polls=polls, waiting_generates=generates)
-    assert extra_allowance(state, SHARE) == 0
+    assert extra_allowance(*state, SHARE) == 0
 
 
 def test_no_extra_polls_when_the_budget_binds() -> None:
     # 45 videos in the window take 90 of 100 requests at two a video: nothing to spare.
-    assert extra_allowance(budget(submissions=45), SHARE) == 0
-    assert extra_allowance(budget(submissions=36), SHARE) == 0  # 1.5 * 23 / 36 < 1
-    assert extra_allowance(budget(submissions=35), SHARE) == 1  # 1.5 * 25 / 35
+    assert extra_allowance(*budget(submissions=45), SHARE) == 0
+    assert extra_allowance(*budget(submissions=36), SHARE) == 0  # 1.5 * 23 / 36 < 1
+    assert extra_allowance(*budget(submissions=35), SHARE) == 1  # 1.5 * 25 / 35
 
 
 def test_a_few_videos_get_enough_for_the_target_delay() -> None:
-    allowance = extra_allowance(budget(submissions=5), SHARE)
+    allowance = extra_allowance(*budget(submissions=5), SHARE)
     assert allowance == 13  # 1.5 * (95 - 50) / 5
     plans = follow(Tracked(tier=ModelTier.SORA2, anchor=0.0), allowance=allowance)
     extras = [p.at for p in plans if p.extra]
@@ -392,8 +393,8 @@ def test_a_few_videos_get_enough_for_the_target_delay() -> None:
 
 
 def test_a_window_with_no_submissions_counts_as_one() -> None:
-    assert extra_allowance(budget(submissions=0), SHARE) == extra_allowance(
-        budget(submissions=1), SHARE
+    assert extra_allowance(*budget(submissions=0), SHARE) == extra_allowance(
+        *budget(submissions=1), SHARE
     )
 
 
@@ -407,13 +408,13 @@ def test_a_thin_floor_of_extra_polls_once_the_windows_share_is_spent(
     """The floor is three (the planner's docstring and its last change), never more than a
     video's fair share, and nothing when the budget binds."""
     state = budget(submissions=submissions, extras=60)
-    assert extra_allowance(state, SHARE) == expected
+    assert extra_allowance(*state, SHARE) == expected
 
 
 def test_the_allowance_scales_with_the_limit() -> None:
-    assert extra_allowance(budget(limit=1000, submissions=45), SHARE) == 15  # 1.5*450/45
-    assert extra_allowance(budget(limit=1000, submissions=5), SHARE) == 135
-    assert extra_allowance(budget(limit=100, submissions=45), SHARE) == 0
+    assert extra_allowance(*budget(limit=1000, submissions=45), SHARE) == 15  # 1.5*450/45
+    assert extra_allowance(*budget(limit=1000, submissions=5), SHARE) == 135
+    assert extra_allowance(*budget(limit=100, submissions=45), SHARE) == 0
 
 
 @settings(max_examples=150, deadline=None)
@@ -426,50 +427,52 @@ def test_the_allowance_scales_with_the_limit() -> None:
 def test_more_demand_never_buys_more_extra_polls(
     limit: int, submissions: int, extras: int, more: int
 ) -> None:
-    allowance = extra_allowance(budget(limit=limit, submissions=submissions, extras=extras), SHARE)
+    allowance = extra_allowance(*budget(limit=limit, submissions=submissions, extras=extras), SHARE)
     assert allowance >= 0
     assert allowance >= extra_allowance(
-        budget(limit=limit, submissions=submissions + more, extras=extras), SHARE
+        *budget(limit=limit, submissions=submissions + more, extras=extras), SHARE
     )
     assert allowance >= extra_allowance(
-        budget(limit=limit, submissions=submissions, extras=extras + more), SHARE
+        *budget(limit=limit, submissions=submissions, extras=extras + more), SHARE
     )
     assert allowance <= extra_allowance(
-        budget(limit=limit + more, submissions=submissions, extras=extras), SHARE
+        *budget(limit=limit + more, submissions=submissions, extras=extras), SHARE
     )
 
 
 @pytest.mark.anyio
 async def test_the_allowance_follows_a_live_budget() -> None:
+    """The planner reads the limiter's snapshot for what binds (waiting, the limit) and the
+    scheduler's own demand for what was spent on what."""
     limiter = SlidingWindowLimiter(RateLimit(100, per=3600.0))
+    planner = PollPlanner(POLICY)
     for _ in range(5):
-        async with limiter.permit(RequestKind.GENERATE, reserve=1):
+        async with limiter.permit(RequestKind.GENERATE, promise=180.0):
             pass
-    assert extra_allowance(limiter.state(), SHARE) == 13
-    for _ in range(40):
-        admitted = limiter.try_permit()
-        assert admitted is not None
-        async with admitted:
-            pass
-    assert extra_allowance(limiter.state(), SHARE) == 13  # 40 of the window's 45 spent
-    for _ in range(5):
-        admitted = limiter.try_permit()
-        assert admitted is not None
-        async with admitted:
-            pass
-    assert extra_allowance(limiter.state(), SHARE) == 3  # all 45: the floor
+    assert extra_allowance(limiter.last_state, Demand(5, 0), SHARE) == 13
+    assert planner.extra_still_worth(limiter.last_state, Demand(5, 0))
+    assert extra_allowance(limiter.last_state, Demand(5, 40), SHARE) == 13  # 40 of 45 spent
+    assert extra_allowance(limiter.last_state, Demand(5, 45), SHARE) == 3  # all 45: the floor
 
     async def hold() -> None:
         async with limiter.permit(RequestKind.POLL):
             await anyio.sleep_forever()
 
     async with anyio.create_task_group() as tg:
-        for _ in range(51):  # fill the window: the last poll has to wait
+        for _ in range(96):  # fill the window: the last poll has to wait
             tg.start_soon(hold)
         await anyio.sleep(1.0)
-        assert limiter.state().waiting_polls == 1
-        assert extra_allowance(limiter.state(), SHARE) == 0
+        assert limiter.last_state.waiting_polls == 1
+        assert extra_allowance(limiter.last_state, Demand(5, 45), SHARE) == 0
+        assert not planner.extra_still_worth(limiter.last_state, Demand(5, 45))
         tg.cancel_scope.cancel()
+
+
+def test_the_default_planner_owns_the_final_poll_horizon() -> None:
+    planner = PollPlanner(POLICY)
+    assert planner.final_poll_after(ModelTier.SORA2) == 180.0 + POLICY.final_margin
+    planner.observe(ModelTier.SORA2, 400.0)  # a slow one widens the range
+    assert planner.final_poll_after(ModelTier.SORA2) == 400.0 + POLICY.final_margin
 
 
 # -- validation ----------------------------------------------------------------------------

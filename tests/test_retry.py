@@ -1,4 +1,4 @@
-"""Backoff arithmetic and Retry-After parsing (the rules of *what* is retried: test_client_http)."""
+"""Backoff arithmetic and Retry-After parsing (the rules of *what* is retried: test_api)."""
 
 from __future__ import annotations
 
@@ -39,10 +39,35 @@ def test_negative_knobs_are_refused(kwargs: dict[str, float]) -> None:
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
 
 
+def nth_wait(policy: RetryPolicy, n: int, *, retry_after: float | None = None) -> float:
+    """The wait before retry ``n`` (1-based) of one operation's backoff."""
+    backoff = policy.for_errors(retries=n)
+    for _ in range(n - 1):
+        backoff.next()
+    wait = backoff.next(retry_after=retry_after)
+    assert wait is not None
+    return wait
+
+
+def test_a_backoff_says_when_its_retries_are_spent_and_starts_over_on_reset() -> None:
+    backoff = RetryPolicy(max_retries=2, initial=1.0, jitter=0.0).for_errors()
+    assert [backoff.next(), backoff.next(), backoff.next()] == [1.0, 2.0, None]
+    backoff.reset()
+    assert backoff.next() == 1.0
+
+
+@pytest.mark.usefixtures("testing_mode")
+def test_poll_pauses_keep_their_length_in_testing_mode() -> None:
+    """Pollers never poll faster than the minimum interval, even in fast tests."""
+    backoff = RetryPolicy(poll_rounds=4).for_polls(5.0)
+    assert [backoff.next() for _ in range(4)] == [5.0, 10.0, 20.0, None]
+    assert RetryPolicy(poll_max_pause=300.0).for_polls(5.0, time_scale=10.0).maximum == 30.0
+
+
 def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     policy = RetryPolicy(initial=1.0, maximum=10.0, jitter=0.5)
     for _ in range(200):
-        waits = [policy.backoff(n) for n in range(1, 7)]
+        waits = [nth_wait(policy, n) for n in range(1, 7)]
         assert 0.5 <= waits[0] <= 1.0
         assert 1.0 <= waits[1] <= 2.0
         assert 2.0 <= waits[2] <= 4.0
@@ -52,35 +77,35 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
 
 def test_backoff_jitter_actually_varies() -> None:
     policy = RetryPolicy(initial=1.0, jitter=0.5)
-    assert len({policy.backoff(3) for _ in range(50)}) > 1
+    assert len({nth_wait(policy, 3) for _ in range(50)}) > 1
 
 
 def test_backoff_without_jitter_is_exact() -> None:
     policy = RetryPolicy(initial=2.0, maximum=100.0, jitter=0.0)
-    assert [policy.backoff(n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
+    assert [nth_wait(policy, n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
 
 
 def test_backoff_never_shorter_than_retry_after() -> None:
     policy = RetryPolicy(initial=1.0, maximum=30.0)
-    assert policy.backoff(1, retry_after=45.0) == 45.0
-    assert policy.backoff(1, retry_after=0.0) <= 1.0
-    assert policy.backoff(1, retry_after=None) <= 1.0
+    assert nth_wait(policy, 1, retry_after=45.0) == 45.0
+    assert nth_wait(policy, 1, retry_after=0.0) <= 1.0
+    assert nth_wait(policy, 1, retry_after=None) <= 1.0
 
 
 def test_full_jitter_stays_non_negative() -> None:
     policy = RetryPolicy(initial=1.0, jitter=5.0)
-    assert all(0.0 <= policy.backoff(2) <= 2.0 for _ in range(100))
+    assert all(0.0 <= nth_wait(policy, 2) <= 2.0 for _ in range(100))
 
 
 @pytest.mark.usefixtures("testing_mode")
 def test_set_testing_makes_backoff_zero() -> None:
-    assert RetryPolicy(initial=5.0).backoff(3) == 0.0
+    assert nth_wait(RetryPolicy(initial=5.0), 3) == 0.0
 
 
 def test_set_testing_can_be_undone() -> None:
     set_testing(True)
     set_testing(False)
-    assert RetryPolicy(initial=5.0, jitter=0.0).backoff(1) == 5.0
+    assert nth_wait(RetryPolicy(initial=5.0, jitter=0.0), 1) == 5.0
 
 
 # -- Retry-After -------------------------------------------------------------------------------

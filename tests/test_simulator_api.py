@@ -33,10 +33,6 @@ async def post(
     return await http.post(API + path, json=body, headers=headers)
 
 
-def client(sim: Simulator) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=sim.transport())
-
-
 async def submit(http: httpx.AsyncClient, key: str = "key-a", **fields: Any) -> str:
     response = await post(http, GENERATE, {**TEXT, **fields}, key)
     assert response.status_code == 200, response.text
@@ -48,7 +44,7 @@ async def submit(http: httpx.AsyncClient, key: str = "key-a", **fields: Any) -> 
 
 
 async def test_generate_answers_exactly_the_documented_body() -> None:
-    async with client(Simulator()) as http:
+    async with httpx.AsyncClient(transport=Simulator().transport()) as http:
         response = await post(http, GENERATE, TEXT)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -62,7 +58,7 @@ async def test_generate_answers_exactly_the_documented_body() -> None:
 
 async def test_task_goes_processing_then_completed_with_the_documented_body() -> None:
     sim = Simulator(durations=Durations(sora2=100.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         task_id = await submit(http)
         words = []
         for _ in range(9):
@@ -95,7 +91,7 @@ async def test_task_goes_processing_then_completed_with_the_documented_body() ->
 
 async def test_failed_task_answers_500_generation_failed_with_task_id() -> None:
     sim = Simulator(failure_rate=1.0, durations=Durations(sora2=60.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         task_id = await submit(http)
         await anyio.sleep(60)
         response = await post(http, STATUS, {"taskId": task_id})
@@ -111,7 +107,7 @@ async def test_failed_task_answers_500_generation_failed_with_task_id() -> None:
 
 async def test_the_video_is_served_on_its_own_host_as_a_valid_mp4() -> None:
     sim = Simulator(durations=Durations(sora2=60.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         task_id = await submit(http)
         url = sim.video_url(task_id)
         assert (await http.get(url)).status_code == 404  # not finished yet
@@ -148,7 +144,7 @@ async def test_missing_or_unknown_key_is_401_login_required(
     headers: dict[str, str], key: None
 ) -> None:
     sim = Simulator(api_keys=["key-a"])
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         for path in (GENERATE, STATUS):
             response = await http.post(API + path, json=TEXT, headers=headers)
             assert response.status_code == 401
@@ -163,7 +159,7 @@ async def test_missing_or_unknown_key_is_401_login_required(
 
 async def test_with_no_keys_configured_any_key_gets_its_own_account() -> None:
     sim = Simulator(credits=10)
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         await submit(http, key="alice")
         await submit(http, key="bob")
         assert (await post(http, GENERATE, TEXT, key=None)).status_code == 401
@@ -217,7 +213,7 @@ async def test_with_no_keys_configured_any_key_gets_its_own_account() -> None:
 )
 async def test_bad_generate_bodies_are_typed_400s(body: Any, code: str) -> None:
     sim = Simulator()
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         response = await post(http, GENERATE, body)
     assert response.status_code == 400
     answer = response.json()
@@ -248,7 +244,7 @@ async def test_valid_bodies_are_charged_by_the_price_table(
     fields: dict[str, Any], credits: int
 ) -> None:
     sim = Simulator(credits=1000)
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         task_id = await submit(http, **fields)
     record = sim.tasks[task_id]
     assert record.credits == credits == PRICE_TABLE[record.model_tier][record.video_duration]
@@ -268,7 +264,7 @@ async def test_valid_bodies_are_charged_by_the_price_table(
     ],
 )
 async def test_bad_check_status_bodies_are_typed_400s(body: Any, code: str) -> None:
-    async with client(Simulator()) as http:
+    async with httpx.AsyncClient(transport=Simulator().transport()) as http:
         response = await post(http, STATUS, body)
     assert response.status_code == 400
     assert response.json()["errorCode"] == code
@@ -277,7 +273,7 @@ async def test_bad_check_status_bodies_are_typed_400s(body: Any, code: str) -> N
 
 async def test_unknown_task_and_another_keys_task_are_404_task_not_found() -> None:
     sim = Simulator(api_keys=["key-a", "key-b"])
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         task_id = await submit(http, key="key-a")
         for key, asked in (("key-a", "task_nope"), ("key-b", task_id)):
             response = await post(http, STATUS, {"taskId": asked}, key)
@@ -291,7 +287,7 @@ async def test_unknown_task_and_another_keys_task_are_404_task_not_found() -> No
 
 
 async def test_unknown_paths_and_methods_are_json_errors() -> None:
-    async with client(Simulator()) as http:
+    async with httpx.AsyncClient(transport=Simulator().transport()) as http:
         missing = await http.post(f"{API}/api/sora-2/nothing", json={})
         wrong = await http.get(API + GENERATE)
     assert missing.status_code == 404
@@ -305,7 +301,7 @@ async def test_unknown_paths_and_methods_are_json_errors() -> None:
 
 async def test_insufficient_credits_is_402_with_required_credits_as_documented() -> None:
     sim = Simulator(api_keys={"poor": 50, "rich": 1000})
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         response = await post(http, GENERATE, {**TEXT, "modelTier": "sora2-pro-standard"}, "poor")
         rich = await post(http, GENERATE, {**TEXT, "modelTier": "sora2-pro-standard"}, "rich")
     assert response.status_code == 402
@@ -322,7 +318,7 @@ async def test_insufficient_credits_is_402_with_required_credits_as_documented()
 
 async def test_credits_of_a_failed_task_come_back_when_it_fails() -> None:
     sim = Simulator(api_keys={"k": 8}, failure_rate=1.0, durations=Durations(sora2=100.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         await submit(http, key="k", videoDuration="15")
         assert sim.balance("k") == 0
         assert (await post(http, GENERATE, TEXT, "k")).status_code == 402
@@ -337,7 +333,7 @@ async def test_credits_of_a_failed_task_come_back_when_it_fails() -> None:
 
 async def test_keys_are_isolated_accounts() -> None:
     sim = Simulator(api_keys={"a": 100, "b": 100})
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         task_a = await submit(http, key="a")
         await submit(http, key="a")
         await post(http, STATUS, {"taskId": task_a}, "a")
@@ -354,7 +350,7 @@ async def test_keys_are_isolated_accounts() -> None:
 
 async def test_durations_are_drawn_per_tier_within_the_defaults() -> None:
     sim = Simulator(seed=3)
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         for tier in ModelTier:
             for _ in range(20):
                 await submit(http, modelTier=tier.value)
@@ -368,7 +364,7 @@ async def test_durations_are_drawn_per_tier_within_the_defaults() -> None:
 
 async def test_failure_rate_is_roughly_honoured() -> None:
     sim = Simulator(failure_rate=0.3, seed=11, rate_limit=RateLimitPolicy(10_000))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         for _ in range(300):
             await submit(http)
     failed = sum(r.outcome is TaskState.FAILED for r in sim.tasks.values())
@@ -377,7 +373,7 @@ async def test_failure_rate_is_roughly_honoured() -> None:
 
 async def run_script(sim: Simulator) -> list[Any]:
     seen: list[Any] = []
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         ids = [await submit(http, prompt=f"p{i}") for i in range(5)]
         await anyio.sleep(150)
         for task_id in ids:
@@ -398,7 +394,7 @@ async def test_one_seed_gives_one_run() -> None:
 async def test_time_scale_shrinks_durations_and_the_window() -> None:
     sim = Simulator(time_scale=60, durations=Durations(sora2=120.0))
     assert sim.window == 60.0
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         started = anyio.current_time()
         task_id = await submit(http)
         await anyio.sleep(1.9)
@@ -416,7 +412,7 @@ async def test_time_scale_shrinks_durations_and_the_window() -> None:
 async def test_an_injected_clock_drives_everything() -> None:
     now = [1000.0]
     sim = Simulator(clock=lambda: now[0], durations=Durations(sora2=60.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         task_id = await submit(http)
         now[0] += 59.999
         assert (await post(http, STATUS, {"taskId": task_id})).json()["status"] == "processing"
@@ -427,7 +423,7 @@ async def test_an_injected_clock_drives_everything() -> None:
 
 async def test_stats_report_what_was_seen() -> None:
     sim = Simulator(durations=Durations(sora2=60.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         first = await submit(http, prompt="same")
         await submit(http, prompt="same")
         await submit(http, key="key-b", prompt="same")  # another key: not a duplicate
@@ -454,7 +450,7 @@ async def test_stats_report_what_was_seen() -> None:
 
 async def test_tasks_is_a_read_only_snapshot() -> None:
     sim = Simulator()
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         task_id = await submit(http)
         snapshot = sim.tasks
         await post(http, STATUS, {"taskId": task_id})

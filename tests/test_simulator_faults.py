@@ -20,10 +20,6 @@ TEXT = {"prompt": "a corgi surfing", "mode": "textToVideo"}
 MANY = RateLimitPolicy(100_000)
 
 
-def client(sim: Simulator) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=sim.transport())
-
-
 async def generate(http: httpx.AsyncClient) -> httpx.Response:
     return await http.post(API + GENERATE, json=TEXT, headers=AUTH)
 
@@ -31,7 +27,7 @@ async def generate(http: httpx.AsyncClient) -> httpx.Response:
 async def test_no_faults_by_default() -> None:
     assert not Faults().any
     sim = Simulator()
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         for _ in range(50):
             assert (await generate(http)).status_code == 200
     assert sim.stats().faults == {}
@@ -39,7 +35,7 @@ async def test_no_faults_by_default() -> None:
 
 async def test_latency_delays_the_answer() -> None:
     sim = Simulator(faults=Faults(latency=7.5, latency_probability=1.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         started = anyio.current_time()
         response = await generate(http)
         took = anyio.current_time() - started
@@ -51,7 +47,7 @@ async def test_latency_delays_the_answer() -> None:
 
 async def test_server_error_is_a_500_internal_error_that_counts_but_creates_nothing() -> None:
     sim = Simulator(faults=Faults(server_error=1.0), api_keys={"key-a": 100})
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         response = await generate(http)
     assert response.status_code == 500
     assert response.json() == {
@@ -68,7 +64,7 @@ async def test_server_error_is_a_500_internal_error_that_counts_but_creates_noth
 
 async def test_a_dropped_connection_raises_but_the_task_exists_and_is_charged() -> None:
     sim = Simulator(faults=Faults(drop_connection=1.0), api_keys={"key-a": 100})
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         with pytest.raises(httpx.RemoteProtocolError):
             await generate(http)
     # This is the hazard a non-idempotent retry runs into: the server did its work.
@@ -82,7 +78,7 @@ async def test_a_dropped_connection_raises_but_the_task_exists_and_is_charged() 
 async def test_malformed_bodies_are_html_502s_or_truncated_json_200s() -> None:
     sim = Simulator(faults=Faults(malformed=1.0), rate_limit=MANY)
     kinds = set()
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         for _ in range(40):
             response = await generate(http)
             if response.status_code == 502:
@@ -102,7 +98,7 @@ async def test_malformed_bodies_are_html_502s_or_truncated_json_200s() -> None:
 
 async def test_a_slow_body_takes_its_time_and_arrives_whole() -> None:
     sim = Simulator(faults=Faults(slow_body=1.0, slow_body_seconds=4.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         started = anyio.current_time()
         async with http.stream("POST", API + GENERATE, json=TEXT, headers=AUTH) as response:
             headers_at = anyio.current_time() - started
@@ -117,7 +113,7 @@ async def test_a_slow_body_takes_its_time_and_arrives_whole() -> None:
 
 async def test_a_slow_body_trips_a_read_timeout() -> None:
     sim = Simulator(faults=Faults(slow_body=1.0, slow_body_seconds=40.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         with pytest.raises(TimeoutError), anyio.fail_after(5):  # virtual s: it would take 40
             async with http.stream("POST", API + GENERATE, json=TEXT, headers=AUTH) as r:
                 await r.aread()
@@ -126,7 +122,7 @@ async def test_a_slow_body_trips_a_read_timeout() -> None:
 async def test_fault_probabilities_are_roughly_honoured() -> None:
     faults = Faults(server_error=0.1, drop_connection=0.1, malformed=0.1, slow_body=0.1)
     sim = Simulator(faults=faults, rate_limit=MANY, seed=9)
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         for _ in range(1000):
             try:
                 async with http.stream(
@@ -155,7 +151,7 @@ async def fault_run(seed: int) -> list[Any]:
     )
     sim = Simulator(faults=faults, seed=seed, rate_limit=MANY)
     outcomes: list[Any] = []
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         for _ in range(60):
             started = anyio.current_time()
             try:
@@ -176,7 +172,7 @@ async def test_faults_are_deterministic_under_a_seed() -> None:
 
 async def test_faults_can_be_switched_mid_run() -> None:
     sim = Simulator()
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         assert (await generate(http)).status_code == 200
         sim.faults = Faults(server_error=1.0)
         assert (await generate(http)).status_code == 500
@@ -186,7 +182,7 @@ async def test_faults_can_be_switched_mid_run() -> None:
 
 async def test_faults_do_not_touch_video_downloads() -> None:
     sim = Simulator(faults=Faults(drop_connection=1.0))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         with pytest.raises(httpx.RemoteProtocolError):
             await generate(http)
         task_id = next(iter(sim.tasks))

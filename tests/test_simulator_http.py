@@ -12,7 +12,6 @@ import json
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 from sora2_async import APIConnectionError, Sora2Client, TaskState, VideoRequest
 from sora2_async.testing import Durations, Faults, Simulator, serve_in_thread
 from sora2_async.testing._mp4 import boxes
+from tests.helpers import free_port
 
 REAL_TIME = pytest.mark.parametrize("anyio_backend", ["asyncio-real", "trio-real"], indirect=True)
 ZH_DOC = (
@@ -173,13 +173,6 @@ async def test_dropped_connection_and_slow_body_over_http(served: tuple[Simulato
         with pytest.raises(APIConnectionError):
             await client.generate(VideoRequest("lost answer"))
     assert sim.stats().tasks_created == 1  # it exists: the answer was lost, not the request
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_the_command_line_serves_over_http() -> None:

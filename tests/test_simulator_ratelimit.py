@@ -22,10 +22,6 @@ STATUS = "/api/sora-2/check-status"
 AUTH = {"Authorization": "Bearer key-a"}
 
 
-def client(sim: Simulator) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=sim.transport())
-
-
 async def knock(http: httpx.AsyncClient, i: int, headers: dict[str, str] = AUTH) -> int:
     """One request: alternately a generate, a check-status, and an invalid body."""
     if i % 3 == 0:
@@ -91,7 +87,7 @@ async def test_rejections_match_a_brute_force_count(kind: WindowKind, count_reje
         policy = RateLimitPolicy(limit, window, window=kind, count_rejected=count_rejected)
         sim = Simulator(rate_limit=policy, clock=clock)
         seen: list[bool] = []
-        async with client(sim) as http:
+        async with httpx.AsyncClient(transport=sim.transport()) as http:
             for i, t in enumerate(times):
                 clock.now = t
                 seen.append(await knock(http, i) == 429)
@@ -115,7 +111,7 @@ def test_max_in_window_matches_brute_force() -> None:
 
 async def test_429_body_is_the_documented_one_and_invalid_requests_count() -> None:
     sim = Simulator(rate_limit=RateLimitPolicy(3, 3600))
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         codes = [await knock(http, i) for i in range(3)]
         response = await http.post(API + STATUS, json={"taskId": "x"}, headers=AUTH)
     assert codes == [200, 404, 400]
@@ -132,7 +128,7 @@ async def test_429_body_is_the_documented_one_and_invalid_requests_count() -> No
 async def test_the_default_is_100_per_hour_sliding_per_key() -> None:
     sim = Simulator()
     assert sim.rate_limit == RateLimitPolicy(100, 3600.0, WindowKind.SLIDING, True, False)
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         start = anyio.current_time()
         for i in range(100):
             assert await knock(http, i) != 429
@@ -157,7 +153,7 @@ async def test_retry_after_is_sent_when_asked_for(count_rejected: bool, expected
     clock = ManualClock()
     policy = RateLimitPolicy(2, 100, retry_after=True, count_rejected=count_rejected)
     sim = Simulator(rate_limit=policy, clock=clock)
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         await knock(http, 0)
         clock.now = 30.5
         await knock(http, 0)
@@ -173,7 +169,7 @@ async def test_fixed_window_resets_on_the_clock_period() -> None:
     clock = ManualClock()
     policy = RateLimitPolicy(2, 100, window="fixed", retry_after=True)
     sim = Simulator(rate_limit=policy, clock=clock)
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         clock.now = 98.0
         assert [await knock(http, 1) for _ in range(3)] == [404, 404, 429]
         response = await http.post(API + STATUS, json={"taskId": "x"}, headers=AUTH)
@@ -188,7 +184,7 @@ async def test_fixed_window_resets_on_the_clock_period() -> None:
 
 async def test_time_scale_shrinks_the_window() -> None:
     sim = Simulator(rate_limit=RateLimitPolicy(2, 3600), time_scale=3600)
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         assert [await knock(http, 1) for _ in range(3)] == [404, 404, 429]
         await anyio.sleep(1.0)
         assert await knock(http, 1) == 404
@@ -198,7 +194,7 @@ async def test_a_virtual_time_loop_waiting_on_the_boundary_does_not_spin() -> No
     # Retrying at exactly "when the first request leaves" must succeed: the boundary is
     # inclusive, so a client sleeping until then is not answered 429 forever.
     sim = Simulator(rate_limit=RateLimitPolicy(1, 0.1 + 0.2), time_scale=1.0)
-    async with client(sim) as http:
+    async with httpx.AsyncClient(transport=sim.transport()) as http:
         assert await knock(http, 1) == 404
         first = anyio.current_time()
         attempts = 0

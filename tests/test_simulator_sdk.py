@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 from sora2_async import (
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.anyio
 
 
 def sdk_client(sim: Simulator, key: str = "sdk-key") -> Sora2Client:
-    return Sora2Client(key, http_client=httpx.AsyncClient(transport=sim.transport()))
+    return sim.client(key)
 
 
 async def test_generate_check_status_download(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ def test_public_names() -> None:
             "Durations",
             "Faults",
             "RateLimitPolicy",
+            "RuleTransport",
             "Simulator",
             "SimulatorApp",
             "SimulatorStats",

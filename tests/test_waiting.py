@@ -22,7 +22,7 @@ from sora2_async import (
     WaitTimeoutError,
 )
 from sora2_async._events import Event, EventKind
-from sora2_async.testing import Simulator
+from sora2_async.testing import RuleTransport, Simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -31,23 +31,9 @@ KEY = "test-key-123"
 Rule = Callable[[httpx.Request], "httpx.Response | None"]
 
 
-class RuleTransport(httpx.AsyncBaseTransport):
-    """The simulator's transport, with a rule that can answer (or raise) first."""
-
-    def __init__(self, sim: Simulator, rule: Rule) -> None:
-        self._inner = sim.transport()
-        self._rule = rule
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        answer = self._rule(request)
-        if answer is not None:
-            return answer
-        return await self._inner.handle_async_request(request)
-
-
 def client_for(sim: Simulator, rule: Rule | None = None, **kwargs: object) -> Sora2Client:
     transport = sim.transport() if rule is None else RuleTransport(sim, rule)
-    return Sora2Client(KEY, http_client=httpx.AsyncClient(transport=transport), **kwargs)  # type: ignore[arg-type]
+    return Sora2Client(KEY, transport=transport, **kwargs)  # type: ignore[arg-type]
 
 
 def requests_sent(sim: Simulator) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._models import AspectRatio, Mode, ModelTier
+from .budget import add_budget_option
 
 __all__ = ["DEMO_TIME_SCALE", "build_parser"]
 
@@ -76,25 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common()
+    spends = argparse.ArgumentParser(add_help=False, parents=[common])
+    add_budget_option(spends)
 
     generate = commands.add_parser(
-        "generate", parents=[common], help="submit one video", description="Submit one video."
+        "generate", parents=[spends], help="submit one video", description="Submit one video."
     )
     generate.add_argument("prompt")
     _request_options(generate)
     generate.add_argument("--wait", action="store_true", help="wait until it is done")
     generate.add_argument("--out", metavar="FILE", help="save the video there (implies --wait)")
 
-    status = commands.add_parser("status", parents=[common], help="one status check of a task")
+    status = commands.add_parser("status", parents=[spends], help="one status check of a task")
     status.add_argument("task_id")
 
-    wait = commands.add_parser("wait", parents=[common], help="wait for a task to finish")
+    wait = commands.add_parser("wait", parents=[spends], help="wait for a task to finish")
     wait.add_argument("task_id")
     wait.add_argument("--out", metavar="FILE", help="save the video there")
 
     batch = commands.add_parser(
         "batch",
-        parents=[common],
+        parents=[spends],
         help="generate a file of prompts into a folder (resumable)",
         description="Generate every request of PROMPTS (JSONL, or one prompt a line) into "
         "DIR. A journal in DIR makes the run resumable: run the same command again after a "

@@ -6,32 +6,52 @@ import argparse
 import os
 import sys
 import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import anyio
 
 from .._budget import RateLimit
 from .._client import API_KEY_ENV, Sora2Client
+from .._errors import BudgetStoreError
 from .._models import VideoRequest
+from .budget import open_budget
 from .display import JsonReporter, Reporter, RichReporter
 from .inputs import read_requests
 from .runner import BatchOptions, CLIError, run_batch
 
-__all__ = ["batch", "generate", "make_client", "simulator", "status", "wait"]
+__all__ = ["batch", "generate", "open_client", "simulator", "status", "wait"]
 
 
-def make_client(args: argparse.Namespace) -> Sora2Client:
-    """A client from ``--base-url``, ``--time-scale`` and the environment's key.
+@asynccontextmanager
+async def open_client(args: argparse.Namespace) -> AsyncIterator[Sora2Client]:
+    """A client from ``--base-url``, ``--time-scale``, ``--budget`` and the environment's
+    key, and the budget store it shares with every other ``sora2`` of the key.
 
     Raises:
-        CLIError: when no key is set (naming the variable).
+        CLIError: when no key is set (naming the variable), or the store is unusable.
     """
     if not os.environ.get(API_KEY_ENV, "").strip():
         raise CLIError(
             f"no API key: set the {API_KEY_ENV} environment variable (make one at "
             "nanophoto.ai -> Settings -> API Keys), or try `sora2 demo`, which needs none"
         )
-    return Sora2Client(
-        base_url=args.base_url, time_scale=args.time_scale, rate_limit=RateLimit(args.rate_limit)
-    )
+    try:
+        store = open_budget(args)
+    except BudgetStoreError as exc:
+        raise CLIError(f"{exc} (or pass --budget PATH, or --budget memory)") from None
+    try:
+        async with Sora2Client(
+            base_url=args.base_url,
+            time_scale=args.time_scale,
+            rate_limit=store or RateLimit(args.rate_limit),
+        ) as client:
+            yield client
+    finally:
+        if store is not None:
+            with anyio.CancelScope(shield=True):
+                await store.aclose()
 
 
 def ask_on_terminal(question: str) -> bool:
@@ -67,7 +87,7 @@ async def batch(args: argparse.Namespace) -> int:
         yes=args.yes,
         resubmit_uncertain=args.resubmit_uncertain,
     )
-    async with make_client(args) as client:
+    async with open_client(args) as client:
         return await run_batch(client, lines, options, reporter_for(args), ask_on_terminal)
 
 
@@ -81,7 +101,7 @@ async def generate(args: argparse.Namespace) -> int:
         duration=args.duration,
         image_urls=tuple(args.image_url),
     )
-    async with make_client(args) as client:
+    async with open_client(args) as client:
         task = await client.generate(request)
         print(f"submitted {task.task_id} ({request.credits} credits)", flush=True)
         if not (args.wait or args.out):
@@ -96,7 +116,7 @@ async def generate(args: argparse.Namespace) -> int:
 
 async def status(args: argparse.Namespace) -> int:
     """``sora2 status TASK_ID``: exactly one check-status request."""
-    async with make_client(args) as client:
+    async with open_client(args) as client:
         got = await client.check_status(args.task_id)
     print(f"{got.task_id}: {got.state.value}" + (f" ({got.progress})" if got.progress else ""))
     for name, value in (
@@ -112,7 +132,7 @@ async def status(args: argparse.Namespace) -> int:
 
 async def wait(args: argparse.Namespace) -> int:
     """``sora2 wait TASK_ID``: poll under the budget until it ends; save it if asked."""
-    async with make_client(args) as client:
+    async with open_client(args) as client:
         video = await client.wait(args.task_id)
         print(f"completed {video.task_id}: {video.url}")
         if args.out:

@@ -19,7 +19,7 @@ from .._budget import RateLimit
 from .._client import Sora2Client
 from .._models import VideoRequest
 from ..testing import Simulator
-from .commands import make_client, reporter_for
+from .commands import open_client, reporter_for
 from .inputs import Line
 from .runner import JOURNAL_NAME, BatchOptions, run_batch
 
@@ -70,26 +70,28 @@ async def demo(args: argparse.Namespace) -> int:
     options = BatchOptions(out_dir=out_dir, max_in_flight=args.max_in_flight, simulated=True)
     reporter = reporter_for(args)
     if args.base_url:
-        client = make_client(args)
-    else:
-        await _forget_earlier_demo(out_dir)
-        simulator = Simulator(
-            seed="sora2-demo",
-            time_scale=args.time_scale,
-            rate_limit=RateLimit(args.rate_limit),
-        )
-        http = httpx.AsyncClient(transport=simulator.transport())
-        client = Sora2Client(
-            "demo-key",
-            http_client=http,
-            time_scale=args.time_scale,
-            rate_limit=RateLimit(args.rate_limit),
-        )
-        reporter.note(
-            f"sora2 demo: {len(lines)} videos on the built-in simulator, time running "
-            f"{args.time_scale:g}x faster (a simulated hour of budget in "
-            f"{3600 / args.time_scale:.0f} s); no key, no network, no credits"
-        )
+        async with open_client(args) as client:
+            code = await run_batch(client, lines, options, reporter, _never_asked)
+        reporter.note(_FOR_REAL)
+        return code
+    await _forget_earlier_demo(out_dir)
+    simulator = Simulator(
+        seed="sora2-demo",
+        time_scale=args.time_scale,
+        rate_limit=RateLimit(args.rate_limit),
+    )
+    http = httpx.AsyncClient(transport=simulator.transport())
+    client = Sora2Client(
+        "demo-key",
+        http_client=http,
+        time_scale=args.time_scale,
+        rate_limit=RateLimit(args.rate_limit),
+    )
+    reporter.note(
+        f"sora2 demo: {len(lines)} videos on the built-in simulator, time running "
+        f"{args.time_scale:g}x faster (a simulated hour of budget in "
+        f"{3600 / args.time_scale:.0f} s); no key, no network, no credits"
+    )
     async with client:
         code = await run_batch(client, lines, options, reporter, _never_asked)
     reporter.note(_FOR_REAL)

@@ -20,13 +20,16 @@ In-process, in virtual time, on asyncio or trio::
 
 Over HTTP: ``python -m sora2_async.testing --port 8765 --time-scale 60`` (needs uvicorn, the
 ``server`` extra), or :func:`serve_in_thread` in tests. For pytest fixtures, enable
-:mod:`sora2_async.testing.pytest_plugin`.
+:mod:`sora2_async.testing.pytest_plugin`. To answer one chosen request yourself (a 429 for
+one prompt, an error for one task) and let the simulator answer the rest, use
+:class:`RuleTransport`.
 """
 
 from ._asgi import SimulatorApp
 from ._config import Durations, Faults, RateLimitPolicy, WindowKind
 from ._mp4 import video_bytes
 from ._records import SimulatorStats, TaskRecord
+from ._rules import RuleTransport
 from ._server import run_server, serve_in_thread
 from ._simulator import DEFAULT_VIDEO_BASE_URL, Simulator
 from ._transport import SimulatorTransport
@@ -36,6 +39,7 @@ __all__ = [
     "Durations",
     "Faults",
     "RateLimitPolicy",
+    "RuleTransport",
     "Simulator",
     "SimulatorApp",
     "SimulatorStats",

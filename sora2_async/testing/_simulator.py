@@ -16,7 +16,7 @@ import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -29,6 +29,7 @@ from ._reply import JSON, Reply, error_reply, gateway_page, truncated
 from ._validate import BadRequest, parse_check_status, parse_generate
 
 if TYPE_CHECKING:  # the front ends import this module: name them for annotations only
+    from .._client import Sora2Client
     from ._asgi import SimulatorApp
     from ._transport import SimulatorTransport
 
@@ -234,6 +235,17 @@ class Simulator:
             return self._books.stats(now)
 
     # -- serving ---------------------------------------------------------------------------------
+
+    def client(self, api_key: str = "test-key", **kwargs: Any) -> Sora2Client:
+        """A :class:`~sora2_async.Sora2Client` of this simulator, in-process, at its time
+        scale; it owns (and closes) its ``httpx.AsyncClient``. ``kwargs`` go to the client.
+
+        With an explicit key list (``api_keys``), pass one of its keys.
+        """
+        from .._client import Sora2Client
+
+        kwargs.setdefault("time_scale", self._time_scale)
+        return Sora2Client(api_key, transport=self.transport(), **kwargs)
 
     def transport(self) -> SimulatorTransport:
         """An ``httpx.AsyncBaseTransport`` serving the API (any host) and the video host."""

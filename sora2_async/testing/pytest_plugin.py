@@ -36,7 +36,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from .._client import Sora2Client
@@ -59,10 +58,5 @@ async def sora2_client(
     sora2_simulator: Simulator, anyio_backend: Any
 ) -> AsyncIterator[Sora2Client]:
     """A client of ``sora2_simulator`` with key ``"test-key"``, closed after the test."""
-    async with (
-        httpx.AsyncClient(transport=sora2_simulator.transport()) as http,
-        Sora2Client(
-            TEST_API_KEY, http_client=http, time_scale=sora2_simulator.time_scale
-        ) as client,
-    ):
+    async with sora2_simulator.client(TEST_API_KEY) as client:
         yield client

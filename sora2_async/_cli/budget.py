@@ -1,0 +1,82 @@
+"""Where the ``sora2`` commands keep a key's budget: a store file shared by every process.
+
+By default each key has one :class:`~sora2_async.SQLiteLimiter` file in the user's state
+folder (``platformdirs``), named by a fingerprint of the key and the base URL: SHA-256, never
+the key itself. Two runs on one key at once, or a run restarted within the hour, then see
+one budget. ``--budget PATH`` picks another file; ``--budget memory`` keeps the budget in the
+process (as the Python API does by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+
+import attrs
+
+from .._budget import RateLimit
+from .._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
+from .._limits import Limiter
+from .._sqlite_limiter import SQLiteLimiter
+
+__all__ = ["MEMORY", "add_budget_option", "budget_path", "key_fingerprint", "open_budget"]
+
+MEMORY = "memory"
+APP_NAME = "sora2-async"
+
+
+def add_budget_option(parser: argparse.ArgumentParser) -> None:
+    """``--budget PATH|memory`` on a command that spends the key's budget."""
+    parser.add_argument(
+        "--budget",
+        metavar="PATH",
+        help="the budget store shared by every sora2 process of this key (default: one file "
+        "per key in the user's state folder); 'memory' keeps it in this process alone",
+    )
+
+
+def key_fingerprint(api_key: str, base_url: str) -> str:
+    """SHA-256 of the key and the base URL, shortened: names the key's store, reveals
+    nothing of it."""
+    digest = hashlib.sha256(f"{api_key.strip()}\n{base_url.rstrip('/')}".encode())
+    return digest.hexdigest()[:24]
+
+
+def budget_path(api_key: str, base_url: str) -> Path:
+    """The default store file of a key: ``<state dir>/budget-<fingerprint>.sqlite``."""
+    import platformdirs
+
+    folder = Path(platformdirs.user_state_dir(APP_NAME, appauthor=False))
+    return folder / f"budget-{key_fingerprint(api_key, base_url)}.sqlite"
+
+
+def open_budget(args: argparse.Namespace) -> Limiter | None:
+    """The store named by ``--budget`` (``None`` for ``memory``: the client makes one).
+
+    Its rate limit and timings follow ``--rate-limit`` and ``--time-scale`` as the client's
+    own would.
+
+    Raises:
+        BudgetStoreError: the file is not a budget store, or cannot be opened.
+    """
+    choice = getattr(args, "budget", None)
+    if choice == MEMORY:
+        return None
+    scale: float = args.time_scale
+    if choice:
+        path = Path(choice).expanduser()
+    else:
+        base_url = args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        path = budget_path(os.environ.get(API_KEY_ENV, ""), base_url)
+    rate_limit = RateLimit(args.rate_limit)
+    return SQLiteLimiter(
+        path,
+        rate_limit=attrs.evolve(rate_limit, per=rate_limit.per / scale),
+        margin=2.0 / scale,
+        lease_ttl=max(2.0, 60.0 / scale),
+        # A request's entry counts from admission until a window after its answer would come
+        # at the latest: compressed time keeps that short, as the simulator answers at once.
+        flight_ttl=max(5.0, 120.0 / scale),
+    )
