@@ -247,6 +247,9 @@ class TaskStatus:
     error: str | None = None
     error_code: str | None = None
     message: str | None = None
+    #: The answer's JSON object as the server sent it (``None`` for a status not read from
+    #: an answer): the raw value of any optional field the SDK could not read.
+    raw: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def done(self) -> bool:
