@@ -179,15 +179,18 @@ class Sora2Client:
         asks the store."""
         return self._limiter.last_state
 
-    async def generate(self, request: VideoRequest) -> Task:
+    async def generate(self, request: VideoRequest | str) -> Task:
         """Submit one video. Spends one request (more only after 429s or refused connects).
 
+        A prompt string stands for ``VideoRequest(prompt)``, as in :meth:`batch`.
+
         Raises:
+            TypeError: ``request`` is neither a :class:`VideoRequest` nor a string.
             InvalidRequestError, AuthenticationError, InsufficientCreditsError: the API said no.
             ServerError, APIConnectionError: the request may have reached the server; the
                 message says so, and nothing was re-sent.
         """
-        return await self._submit(request, promise=False)
+        return await self._submit(_as_request(request), promise=False)
 
     async def check_status(self, task: Task | str) -> TaskStatus:
         """The task's status now: exactly one request when nothing goes wrong.
@@ -208,13 +211,13 @@ class Sora2Client:
         elsewhere) is looked at once right away, then polled like the others.
 
         Raises:
+            TypeError: ``task`` is neither a :class:`Task` nor a task id string.
             GenerationFailedError: the task ended failed (``.status`` says why).
             WaitTimeoutError: ``timeout`` seconds passed first; the task itself goes on.
             TaskNotFoundError: the task does not exist, or belongs to another key.
             APIError, APIConnectionError: polling kept failing for several rounds.
         """
-        if isinstance(task, str):
-            task = Task(_task_id(task))
+        task = task if isinstance(task, Task) else Task(_task_id(task))
         status: TaskStatus | None = None
         with anyio.move_on_after(timeout) as scope:
             status = await self._scheduler.wait(task)
@@ -224,15 +227,17 @@ class Sora2Client:
             )
         return video_of(task, status)
 
-    async def run(self, request: VideoRequest, *, timeout: float | None = None) -> Video:  # noqa: ASYNC109
+    async def run(self, request: VideoRequest | str, *, timeout: float | None = None) -> Video:  # noqa: ASYNC109
         """Generate a video and wait for it: :meth:`generate` then :meth:`wait`.
 
-        The submission waits until the budget can carry the poll that will fetch it.
+        The submission waits until the budget can carry the poll that will fetch it. A prompt
+        string stands for ``VideoRequest(prompt)``.
 
         Raises:
+            TypeError: ``request`` is neither a :class:`VideoRequest` nor a string.
             The errors of :meth:`generate` and of :meth:`wait`.
         """
-        task = await self._submit(request)
+        task = await self._submit(_as_request(request))
         try:
             return await self.wait(task, timeout=timeout)
         except anyio.get_cancelled_exc_class():
@@ -373,9 +378,20 @@ def _scaled(policy: PollPolicy, time_scale: float) -> PollPolicy:
     return policy if time_scale == 1.0 else attrs.evolve(policy, time_scale=time_scale)
 
 
+def _as_request(request: object) -> VideoRequest:
+    """A request from what a caller passed: a :class:`VideoRequest`, or a prompt string."""
+    if isinstance(request, VideoRequest):
+        return request
+    if isinstance(request, str):
+        return VideoRequest(request)  # an empty one raises InvalidRequestError
+    raise TypeError(f"expected a VideoRequest or a prompt string, not {type(request).__name__}")
+
+
 def _task_id(task: Task | str) -> str:
     task_id = task.task_id if isinstance(task, Task) else task
-    if not isinstance(task_id, str) or not task_id.strip():
+    if not isinstance(task_id, str):
+        raise TypeError(f"expected a Task or a task id string, not {type(task).__name__}")
+    if not task_id.strip():
         raise InvalidRequestError(
             "a task id must be a non-empty string", error_code="TASK_ID_REQUIRED"
         )

@@ -7,6 +7,7 @@ reached the server. It knows nothing of budgets or retries: ``_api`` decides tho
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import time
@@ -20,7 +21,13 @@ import anyio.lowlevel
 import attrs
 import httpx
 
-from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError, Sora2Error
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ResponseValidationError,
+    Sora2Error,
+)
 from ._parse import decode_json_object
 from ._retry import parse_retry_after
 
@@ -122,6 +129,7 @@ class HTTPLayer:
             APIConnectionError: the connection failed (``request_sent`` false when it was
                 never made, so that even a generate may be sent again).
             ResponseValidationError: an answer httpx could not decode.
+            APIError: the answer is a redirect (never followed).
         """
         return await self._post(path, body, attempt)
 
@@ -139,6 +147,9 @@ class HTTPLayer:
                 },
                 timeout=self._timeout,
                 auth=httpx.Auth(),  # no-op: a user client's ``auth=`` must not replace the key
+                # Never, whatever the user's client says: a redirect would carry the key and
+                # the prompt to another host, and a 303 would turn a generate into a GET.
+                follow_redirects=False,
             )
             status = response.status_code
         except httpx.HTTPError as exc:
@@ -155,6 +166,8 @@ class HTTPLayer:
             # Raised here, outside the ``except``: httpx's exception holds the request and its
             # headers (the key), and must not ride along as the new one's __context__.
             raise failure
+        if response.is_redirect or 300 <= response.status_code < 400:
+            raise _redirected(path, response)
         retry_after = parse_retry_after(response.headers, now=time.time())
         try:
             parsed: dict[str, Any] | None = decode_json_object(
@@ -182,6 +195,19 @@ class HTTPLayer:
         return "connection error", APIConnectionError(
             f"POST {path}: {name}: {detail}", request_sent=sent
         )
+
+
+def _redirected(path: str, response: httpx.Response) -> APIError:
+    """The error of an API answer that is a redirect: not followed, not retried."""
+    where = ""
+    with contextlib.suppress(ValueError):  # a Location that is no URL at all
+        target = urllib.parse.urlsplit(response.headers.get("location", ""))
+        where = f" to {target.hostname}" if target.hostname else ""
+    return APIError(
+        f"POST {path}: the API answered with a redirect (HTTP {response.status_code}{where}); "
+        "API requests never follow redirects, so nothing was re-sent: check the base URL",
+        status_code=response.status_code,
+    )
 
 
 def _redact(text: str, secret: str) -> str:

@@ -31,10 +31,13 @@ import anyio
 import attrs
 
 from ._errors import Sora2Error
+from ._journal_db import JournalError, JournalUnreadableError, open_journal_db, unreadable
 from ._models import TaskState, TaskStatus, VideoRequest
 
 __all__ = [
     "Journal",
+    "JournalError",
+    "JournalUnreadableError",
     "JournalEntry",
     "JournalState",
     "SQLiteJournal",
@@ -172,21 +175,6 @@ def _request_from_wire(text: str) -> VideoRequest:
     )
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    key TEXT PRIMARY KEY,
-    request TEXT NOT NULL,
-    state TEXT NOT NULL,
-    task_id TEXT,
-    video_url TEXT,
-    generation_time REAL,
-    credits_used INTEGER,
-    error TEXT,
-    error_code TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-)
-"""
 _COLUMNS = (
     "key, request, state, task_id, video_url, generation_time, credits_used, error, "
     "error_code, updated_at"
@@ -292,6 +280,7 @@ class SQLiteJournal:
 
         Raises:
             KeyError: when nothing is recorded for ``key``.
+            JournalError: the journal could not be written (it is left as it was).
         """
         entry = await self.lookup(key)
         if entry is None:
@@ -344,7 +333,17 @@ class SQLiteJournal:
     async def _run(self, work: Callable[[sqlite3.Connection], R]) -> R:
         def call() -> R:
             with self._lock:
-                return work(self._connect())
+                db = self._connect()
+                try:
+                    return work(db)
+                except sqlite3.OperationalError as exc:  # a full disk, a lock, a read-only file
+                    raise JournalError(
+                        f"cannot use the journal {self._path}: {exc}", path=self._path
+                    ) from None
+                except sqlite3.DatabaseError as exc:  # damaged after it was opened
+                    raise unreadable(self._path, f"is damaged ({exc})") from None
+                except (ValueError, KeyError, TypeError) as exc:  # a row no journal writes
+                    raise unreadable(self._path, f"holds a row it cannot read ({exc!r})") from None
 
         # Not abandoned on cancellation: a write that started finishes, so it is either
         # wholly in the journal or not at all, and the caller knows which.
@@ -354,17 +353,7 @@ class SQLiteJournal:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         if self._db is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
-                db.execute("PRAGMA busy_timeout=5000")
-                db.execute(_SCHEMA)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
+            self._db = open_journal_db(self._path)
         return self._db
 
 

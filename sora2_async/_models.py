@@ -7,14 +7,20 @@ raises :class:`InvalidRequestError` before any request or credit is spent.
 from __future__ import annotations
 
 import enum
-import ipaddress
-import urllib.parse
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
 from ._errors import GenerationFailedError, InvalidRequestError
+from ._inputs import (
+    MAX_IMAGE_URL_LENGTH,
+    MAX_IMAGE_URLS,
+    MAX_PROMPT_LENGTH,
+    check_image_urls,
+    check_prompt,
+)
 
 __all__ = [
     "AspectRatio",
@@ -113,13 +119,13 @@ def _ratio(value: Any) -> AspectRatio:
 
 
 def _duration(value: Any) -> int:
-    # The wire carries "10"/"15" as strings; accept either form, nothing else.
-    if isinstance(value, bool):
-        value = None
-    try:
-        seconds = int(value) if isinstance(value, (int, str)) else None
-    except ValueError:
-        seconds = None
+    # The wire carries "10"/"15" as strings; accept either form, nothing else (no "1_0",
+    # "+10" or "10.0": int() would read some of those, the API would not).
+    seconds: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        seconds = int(value.strip())
     if seconds not in _DURATIONS:
         raise InvalidRequestError(
             f"duration must be 10 or 15 seconds, not {value!r}", error_code="INVALID_INPUT"
@@ -130,40 +136,11 @@ def _duration(value: Any) -> int:
 def _image_urls(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)  # one URL given bare: a common slip, and unambiguous
-    if not isinstance(value, Iterable):
+    if not isinstance(value, Iterable) or isinstance(value, (bytes, Mapping)):
         raise InvalidRequestError("image_urls must be a list of URLs", error_code="INVALID_INPUT")
     urls = tuple(value)
-    for url in urls:
-        _check_public_url(url)
+    check_image_urls(urls)
     return urls
-
-
-def _check_public_url(url: Any) -> None:
-    if not isinstance(url, str) or not url.strip():
-        raise InvalidRequestError(
-            f"image URL must be a non-empty string, not {url!r}", error_code="IMAGE_URLS_REQUIRED"
-        )
-    shown = url if len(url) <= 60 else url[:57] + "..."
-    parsed = urllib.parse.urlsplit(url.strip())
-    if parsed.scheme.lower() not in ("http", "https") or not parsed.hostname:
-        raise InvalidRequestError(
-            f"image URL {shown!r} is not a public http(s) URL; the API takes no data:, file: "
-            "or base64 images: upload the image and pass its URL",
-            error_code="IMAGE_URLS_REQUIRED",
-        )
-    host = parsed.hostname.lower()
-    private = host == "localhost" or host.endswith(".localhost")
-    try:
-        # A bare number is an IPv4 address too (http://2130706433/ is 127.0.0.1).
-        address = ipaddress.ip_address(int(host) if host.isdigit() else host)
-        private = private or not address.is_global
-    except ValueError:
-        pass
-    if private:
-        raise InvalidRequestError(
-            f"image URL {shown!r} points at a private or loopback host the API cannot reach",
-            error_code="IMAGE_URLS_REQUIRED",
-        )
 
 
 @attrs.frozen
@@ -173,11 +150,22 @@ class VideoRequest:
     Strings convert to :class:`Mode`, :class:`ModelTier` and :class:`AspectRatio`. ``mode``
     defaults to image-to-video when ``image_urls`` is given, else text-to-video.
 
+    Size limits, checked at construction: a prompt of at most ``MAX_PROMPT_LENGTH``
+    (10,000) characters, at most ``MAX_IMAGE_URLS`` (10) image URLs of at most
+    ``MAX_IMAGE_URL_LENGTH`` (4,096) characters each.
+
     Raises:
-        InvalidRequestError: at construction, when the prompt is empty or blank, a tier, ratio
-            or mode is unknown, the duration is not 10 or 15, image-to-video has no images,
-            or an image URL is not a public http(s) URL.
+        InvalidRequestError: at construction, when the prompt is empty, blank or only
+            invisible characters, holds a NUL or is too long; a tier, ratio or mode is
+            unknown; the duration is not 10 or 15 (an int, or the string ``"10"``/``"15"``);
+            image-to-video has no images; there are too many image URLs, or one is too long
+            or not a public http(s) URL (private, loopback and reserved hosts are refused in
+            every spelling).
     """
+
+    MAX_PROMPT_LENGTH: ClassVar[int] = MAX_PROMPT_LENGTH
+    MAX_IMAGE_URLS: ClassVar[int] = MAX_IMAGE_URLS
+    MAX_IMAGE_URL_LENGTH: ClassVar[int] = MAX_IMAGE_URL_LENGTH
 
     prompt: str = attrs.field()
     mode: Mode | None = attrs.field(default=None, kw_only=True, converter=_optional_mode)
@@ -192,10 +180,7 @@ class VideoRequest:
 
     @prompt.validator
     def _check_prompt(self, _: attrs.Attribute[str], value: Any) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidRequestError(
-                "prompt must be a non-empty string", error_code="PROMPT_REQUIRED"
-            )
+        check_prompt(value)
 
     def __attrs_post_init__(self) -> None:
         mode = self.mode
@@ -262,6 +247,9 @@ class TaskStatus:
     error: str | None = None
     error_code: str | None = None
     message: str | None = None
+    #: The answer's JSON object as the server sent it (``None`` for a status not read from
+    #: an answer): the raw value of any optional field the SDK could not read.
+    raw: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def done(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import logging
 import math
 import random
 from collections.abc import Mapping
@@ -16,7 +17,16 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Backoff", "RetryPolicy", "parse_retry_after", "set_testing"]
+__all__ = [
+    "ABSURD_RETRY_AFTER",
+    "Backoff",
+    "MAX_RETRY_AFTER",
+    "RetryPolicy",
+    "parse_retry_after",
+    "set_testing",
+]
+
+logger = logging.getLogger("sora2_async")
 
 _testing = False
 
@@ -112,22 +122,38 @@ class RetryPolicy:
         )
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date.
+#: The longest ``Retry-After`` obeyed, in seconds: the provider's window (one hour). A longer
+#: one is capped to it; callers that know a shorter window (a bought limit, a time scale)
+#: pass their own ``maximum``.
+MAX_RETRY_AFTER = 3600.0
+#: Beyond this a ``Retry-After`` is taken for nonsense (a misplaced timestamp, an overflow)
+#: and ignored: the limiter then waits for its window to free, as after a bare 429.
+ABSURD_RETRY_AFTER = 86400.0
+
+
+def parse_retry_after(
+    headers: Mapping[str, str], *, now: float | None = None, maximum: float = MAX_RETRY_AFTER
+) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date, at most ``maximum``.
 
     A date is read against the response's own ``Date`` header when it has one (so our clock's
-    error does not matter), else against ``now`` (seconds since the epoch).
+    error does not matter), else against ``now`` (seconds since the epoch). A value above
+    ``maximum`` is capped to it; negative seconds, a non-finite, unreadable or absurd value
+    (more than a day) count as absent; a date in the past means now. Each of those says so
+    in a log line: one 429 must not freeze every client of a key for days.
     """
     value = headers.get("retry-after")
     if value is None:
         return None
     value = value.strip()
     try:
-        seconds = float(value)
+        seconds: float | None = float(value)
     except ValueError:
-        pass
-    else:  # "inf" would wait forever, "nan" means nothing: only finite seconds count
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+        seconds = _seconds_until_date(value, headers, now)
+    return _bounded(value, seconds, maximum)
+
+
+def _seconds_until_date(value: str, headers: Mapping[str, str], now: float | None) -> float | None:
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -139,4 +165,26 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
             reference = email.utils.parsedate_to_datetime(date).timestamp()
     if reference is None:
         return None
+    # A date in the past means "now" (RFC 9110), not nonsense: unlike "-5" seconds.
     return max(0.0, when - reference)
+
+
+def _bounded(value: str, seconds: float | None, maximum: float) -> float | None:
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    if seconds is None or not math.isfinite(seconds):
+        # "inf" would wait forever, "nan" and garbage mean nothing.
+        logger.warning("ignoring an unreadable Retry-After: %r", shown)
+        return None
+    if seconds < 0 or seconds > ABSURD_RETRY_AFTER:
+        logger.warning(
+            "ignoring an absurd Retry-After: %r (%s); waiting for the budget's window instead",
+            shown,
+            "negative" if seconds < 0 else "more than a day",
+        )
+        return None
+    if seconds > maximum:
+        logger.warning(
+            "capping a Retry-After of %r to %gs, the rate limit's window", shown, maximum
+        )
+        return maximum
+    return seconds

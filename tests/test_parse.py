@@ -77,7 +77,11 @@ def test_unknown_fields_are_ignored() -> None:
 def test_asked_task_id_fills_in_when_the_body_omits_it() -> None:
     body = {k: v for k, v in PROCESSING.items() if k != "taskId"}
     assert parse_status(body, task_id="task_asked").task_id == "task_asked"
-    assert parse_status(PROCESSING, task_id="task_asked").task_id == "task_abc123"
+    assert parse_status(PROCESSING, task_id="task_abc123").task_id == "task_abc123"
+    # Another task's answer is no answer about this one (its video would be misattributed).
+    with pytest.raises(ResponseValidationError, match="task_asked") as info:
+        parse_status(PROCESSING, task_id="task_asked")
+    assert info.value.field == "taskId"
 
 
 def test_numbers_given_as_strings_are_read() -> None:
@@ -108,7 +112,22 @@ def test_task_id_of_an_accepted_generate() -> None:
         ({k: v for k, v in PROCESSING.items() if k != "taskId"}, "taskId"),
         ({**PROCESSING, "taskId": 123}, "taskId"),
         ({**PROCESSING, "taskId": ""}, "taskId"),
-        ({**PROCESSING, "progress": 50}, "progress"),
+        ({**COMPLETED, "videoUrl": "/sora/relative.mp4"}, "videoUrl"),
+    ],
+)
+def test_parse_status_names_the_broken_field(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ResponseValidationError) as info:
+        parse_status(body)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+# -- optional fields of the wrong type are logged and left out, never fatal -------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
         ({**COMPLETED, "generationTime": "two minutes"}, "generationTime"),
         ({**COMPLETED, "generationTime": True}, "generationTime"),
         ({**COMPLETED, "generationTime": float("nan")}, "generationTime"),
@@ -117,15 +136,25 @@ def test_task_id_of_an_accepted_generate() -> None:
         ({**COMPLETED, "creditsUsed": [4]}, "creditsUsed"),
         ({**COMPLETED, "creditsUsed": {"n": 4}}, "creditsUsed"),
         ({**FAILED, "error": {"message": "no"}}, "error"),
-        ({**FAILED, "errorCode": 500}, "errorCode"),
+        ({**FAILED, "errorCode": ["GENERATION_FAILED"]}, "errorCode"),
         ({**PROCESSING, "message": False}, "message"),
     ],
 )
-def test_parse_status_names_the_broken_field(body: dict[str, Any], field: str) -> None:
-    with pytest.raises(ResponseValidationError) as info:
-        parse_status(body)
-    assert info.value.field == field
-    assert field in str(info.value)
+def test_an_optional_field_of_the_wrong_type_is_logged_and_left_out(
+    body: dict[str, Any], field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    status = parse_status(body)
+    attribute = {
+        "generationTime": "generation_time",
+        "creditsUsed": "credits_used",
+        "errorCode": "error_code",
+    }.get(field, field)
+    assert getattr(status, attribute) is None
+    assert status.raw is not None
+    assert repr(status.raw[field]) == repr(body[field])
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert repr(field) in record.getMessage()
 
 
 @pytest.mark.parametrize(

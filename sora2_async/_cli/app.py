@@ -7,12 +7,15 @@ confirmed); 2 a usage error, a bad input line, a missing key, a refusal by ``--m
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
 from .._errors import InvalidRequestError, Sora2Error
+from .._journal import JournalError
 from . import commands
 from .args import build_parser
 from .demo import demo
@@ -36,8 +39,35 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+class _OneLine(logging.Formatter):
+    """A log record as one line, its traceback left out: the user reads it, not a developer."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"sora2: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _log_warnings_as_lines() -> Callable[[], None]:
+    """Print the SDK's warnings as ``sora2: warning: ...`` lines; returns the undo."""
+    logger = logging.getLogger("sora2_async")
+    if logger.handlers or logging.getLogger().handlers:
+        return lambda: None  # an embedding program's own logging stays as it is
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    return lambda: logger.removeHandler(handler)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run ``sora2`` with ``argv`` (default: the process's); return the exit status."""
+    undo = _log_warnings_as_lines()
+    try:
+        return _run(argv)
+    finally:
+        undo()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "simulator":
@@ -52,9 +82,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{exc} (nothing was submitted)", 2)
     except InvalidRequestError as exc:
         return _fail(exc.message, 2)
+    except JournalError as exc:  # unreadable, or not writable: nothing more was sent
+        return _fail(str(exc), 2)
     except Sora2Error as exc:
         return _fail(str(exc).splitlines()[0], 1)
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 2)
+    except sqlite3.Error as exc:  # a journal failure that got past the journal's own wrapping
+        return _fail(f"the journal failed: {exc}", 2)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)

@@ -21,11 +21,13 @@ import attrs
 from .._client import Sora2Client
 from .._errors import Sora2Error
 from .._events import Event
-from .._journal import SQLiteJournal
+from .._journal import JournalError, SQLiteJournal
 from .._models import BatchResult, VideoRequest
 from .display import Reporter
+from .errors import CLIError
+from .folder import check_against_journal, check_before_opening, remove_part_files
 from .inputs import Line
-from .plan import Plan, make_plan, video_filename, write_manifest
+from .plan import MANIFEST, Plan, make_plan, video_filename, write_manifest
 from .tracker import Outcome, Tracker, status_of
 
 __all__ = ["JOURNAL_NAME", "BatchOptions", "CLIError", "run_batch"]
@@ -34,14 +36,6 @@ JOURNAL_NAME = ".sora2-journal.sqlite"
 EXIT_INTERRUPTED = 130
 
 Ask = Callable[[str], bool]
-
-
-class CLIError(Exception):
-    """A one-line error for the user, and the exit status that goes with it."""
-
-    def __init__(self, message: str, *, code: int = 2) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 @attrs.frozen
@@ -69,9 +63,20 @@ async def run_batch(
     Raises:
         CLIError: refused by ``--max-credits`` or not confirmed (nothing was sent then).
     """
-    await anyio.Path(options.out_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        await anyio.Path(options.out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(
+            f"cannot make the output folder {options.out_dir}: {exc.strerror or exc} "
+            "(nothing was submitted)"
+        ) from None
     journal_path = options.journal_path or options.out_dir / JOURNAL_NAME
+    check_before_opening(options.out_dir, journal_path)
+    # A killed run's half-written downloads: their videos are fetched again, whole.
+    if removed := remove_part_files(options.out_dir):
+        reporter.note(f"removed {removed} part file(s) a stopped run left behind")
     async with SQLiteJournal(journal_path) as journal:
+        check_against_journal(options.out_dir, journal_path, await journal.entries())
         plan = await make_plan(journal, lines, resubmit_uncertain=options.resubmit_uncertain)
         _confirm(plan, options, reporter, ask)
         return await _Run(client, journal, plan, options, reporter).run()
@@ -124,6 +129,7 @@ class _Run:
         self.errors: dict[str, str] = {}  # task id -> what went wrong this run
         self.unsent: dict[VideoRequest, str] = {}  # why a request got no task this run
         self.interrupted = False
+        self.local_errors: list[str] = []  # a video not saved, a journal not written
         self._downloads = anyio.CapacityLimiter(4)
         self._earlier = {i.entry.task_id for i in plan.ended if i.entry and i.entry.task_id}
 
@@ -193,8 +199,13 @@ class _Run:
                         file = await self.client.download(result.video, target)
                 except Sora2Error as exc:
                     error = f"download failed: {_short(exc)}"
+                except OSError as exc:  # a read-only folder, a full disk: ours, not the API's
+                    error = f"could not save {target}: {_os_error(exc)}"
+                    self.local_errors.append(error)
             if file is not None:
                 self.files[task_id] = file
+        if isinstance(result.error, JournalError):
+            self.local_errors.append(_short(result.error))
         if error and task_id is not None:
             self.errors[task_id] = error
         elif error and result.request is not None:
@@ -210,9 +221,16 @@ class _Run:
                 target = self.options.out_dir / video_filename(entry.request, entry.task_id)
                 if await anyio.Path(target).exists():
                     self.files[entry.task_id] = target
-        manifest = write_manifest(
-            self.options.out_dir, self.plan, entries, self.files, self.errors, self.unsent
-        )
+        try:
+            manifest = write_manifest(
+                self.options.out_dir, self.plan, entries, self.files, self.errors, self.unsent
+            )
+        except OSError as exc:
+            raise CLIError(
+                f"could not write {self.options.out_dir / MANIFEST}: {_os_error(exc)}; "
+                f"the journal is intact ({self.journal.path}): run the same command again",
+                code=1,
+            ) from None
         counts: dict[str, int] = {}
         for item in self.plan.items:
             row = entries.get(item.key)
@@ -240,6 +258,15 @@ class _Run:
                 "command again to resume",
                 code=EXIT_INTERRUPTED,
             )
+        if self.local_errors:
+            more = len(self.local_errors) - 1
+            raise CLIError(
+                f"{self.local_errors[0]}"
+                + (f" (and {more} more)" if more else "")
+                + f"; the journal is intact ({self.journal.path}): what was paid for is "
+                "followed, and saved, when the same command runs again",
+                code=1,
+            )
         if t.insufficient is not None:
             raise CLIError(f"insufficient credits: {_short(t.insufficient)}", code=1)
         return 0 if counts.get("completed", 0) == len(self.plan.items) else 1
@@ -250,6 +277,10 @@ def _word(state: str, saved: bool) -> str:
     words = {"intent": "uncertain", "submitted": "in_flight"}
     word = words.get(state, state)
     return "completed_not_saved" if word == "completed" and not saved else word
+
+
+def _os_error(exc: OSError) -> str:
+    return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
 
 
 def _short(error: BaseException) -> str:
