@@ -23,6 +23,7 @@ from sora2_async import (
     APIConnectionError,
     GenerationFailedError,
     Sora2Client,
+    TaskNotFoundError,
     TaskState,
     VideoRequest,
 )
@@ -68,9 +69,8 @@ async def test_an_api_404_with_its_error_code_is_final() -> None:
     """The API's own answer (JSON with ``errorCode``) still ends the wait at once."""
     sim = Simulator(seed=3)
     async with Sora2Client(KEY, transport=sim.transport()) as client:
-        with pytest.raises(Exception, match="not found|TASK_NOT_FOUND|Task") as info:
+        with pytest.raises(TaskNotFoundError):
             await client.wait("no-such-task")
-    assert type(info.value).__name__ == "TaskNotFoundError"
     assert sim.stats().requests_by_endpoint.get("check_status") == 1
 
 
