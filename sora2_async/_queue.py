@@ -16,8 +16,9 @@ import logging
 import math
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -28,6 +29,8 @@ from ._errors import BudgetStoreError
 from ._limits import BudgetState, Permit, RateLimit, RequestKind
 
 __all__ = ["QueuedLimiter"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("sora2_async")
 
@@ -47,6 +50,9 @@ class QueuedLimiter:
     """
 
     _recheck: float = math.inf  # the longest a front sleeps between looks at the store
+    # A store whose answers take a round trip (a thread, a socket) asks one question at a
+    # time, so that this process's requests are decided in the order they came.
+    _serial: anyio.Lock | None = None
 
     def __init__(
         self, rate_limit: RateLimit | None, *, margin: float, starve_after: float | None
@@ -118,7 +124,7 @@ class QueuedLimiter:
             self._drop_gone()
             if self._polls or self._submissions:
                 return None
-        permit = await self._try_extra(kind)
+        permit = await self._serially(self._try_extra(kind))
         return None if permit is None else _Immediate(self, permit)
 
     def _snapshot(
@@ -168,6 +174,12 @@ class QueuedLimiter:
         """The request's answer arrived (or it failed): it counts a window from now."""
         raise NotImplementedError
 
+    async def _serially(self, question: Awaitable[T]) -> T:
+        if self._serial is None:
+            return await question
+        async with self._serial:
+            return await question
+
     def _permit_id(self) -> str:
         return f"{self._owner}-{next(self._ids)}"
 
@@ -201,7 +213,7 @@ class QueuedLimiter:
         # Even a free slot is no reason to go on for a task already cancelled.
         await anyio.lowlevel.checkpoint_if_cancelled()
         if not self._fronts():
-            got = await self._attempt(me, [])
+            got = await self._serially(self._attempt(me, []))
             if isinstance(got, Permit):
                 return got
         waiter = _Waiter(me)
@@ -214,12 +226,14 @@ class QueuedLimiter:
                 fronts = self._fronts()
                 if waiter in fronts:
                     rivals = [w.contender for w in fronts if w is not waiter]
-                    got = await self._attempt(me, rivals)
+                    # A fresh event before asking: a change while a store answers (a stamp,
+                    # a release) must wake this waiter, not be lost with the old event.
+                    waiter.event = anyio.Event()
+                    got = await self._serially(self._attempt(me, rivals))
                     if isinstance(got, Permit):
                         admitted = waiter.gone = True
                         return got
                     # Only the fronts watch the clock; the rest sleep until they are fronts.
-                    waiter.event = anyio.Event()
                     delay = min(max(0.0, got - self._now()), self._recheck)
                     with anyio.move_on_after(delay):
                         await waiter.event.wait()

@@ -72,6 +72,8 @@ def open_store(path: Path, busy_timeout: float) -> sqlite3.Connection:
 
 def _check_ours(db: sqlite3.Connection, path: Path) -> None:
     (application_id,) = db.execute("PRAGMA application_id").fetchone()
+    if application_id == 0 and not db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        return  # an empty database: another process is making the store this very moment
     row: Any = None
     if application_id == _APPLICATION_ID:
         row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()

@@ -134,6 +134,8 @@ class SQLiteLimiter(QueuedLimiter):
         self._front_ttl = max(10 * self._recheck, 1.0)
         self._clock = clock
         self._in_thread = in_thread
+        if in_thread:
+            self._serial = anyio.Lock()
         self._thread_limiter = anyio.CapacityLimiter(1)
         self._db = open_store(self._path, busy_timeout)
         self._renewed_at = -math.inf

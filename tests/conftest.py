@@ -9,6 +9,8 @@ server on loopback) use the ``real_time_backend`` fixture instead via
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import looptime
@@ -30,7 +32,11 @@ def state_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 @pytest.fixture(params=VIRTUAL_TIME_BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    name: str = request.param
+    return backend(request.param)
+
+
+def backend(name: str) -> tuple[str, dict[str, Any]]:
+    """The backend called ``name``: in virtual time, or ``-real`` for real time."""
     if name == "trio":
         return "trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}
     if name == "asyncio":
@@ -62,3 +68,22 @@ def api() -> Any:
 
     with respx.mock(base_url=BASE, assert_all_called=False) as mock:
         yield mock
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """One ``redis-server`` for the session (Debian's, started on a free loopback port with
+    persistence off, stopped at the end). Skipped where it is not installed, except in CI,
+    whose ``.ci/run`` installs it: there a missing server is a failure."""
+    from tests.helpers import RedisServer
+
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()

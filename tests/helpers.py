@@ -1,6 +1,7 @@
 """Plain helpers shared by several test modules (fixtures live in ``conftest.py``).
 
-* :func:`free_port`, for a server a test starts on loopback.
+* :func:`free_port`, for a server a test starts on loopback; :class:`RedisServer`, a real
+  ``redis-server`` on one.
 * The mocked API wire of ``test_http``, ``test_api`` and ``test_client``: the contract's
   answers, :class:`Script` (answers in turn, timed), :func:`route`, :func:`sent_json` and
   :func:`client`. They go with conftest's ``api`` fixture (respx, at :data:`BASE`) and its
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import time
 import traceback
 from typing import Any
 
@@ -123,3 +126,47 @@ def client(**kwargs: Any) -> Sora2Client:
 def text_of(error: BaseException) -> str:
     """Everything a user could see of ``error``: its traceback, repr and message."""
     return "".join(traceback.format_exception(error)) + repr(error) + str(error)
+
+
+class RedisServer:
+    """Debian's ``redis-server`` on a free loopback port, persistence off; stopped by
+    :meth:`stop`. :meth:`restart` loses every key, as a real restart without persistence."""
+
+    def __init__(self) -> None:
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.01)
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

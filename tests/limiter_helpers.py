@@ -21,11 +21,13 @@ import functools
 import itertools
 import math
 import signal
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio.abc import TaskGroup
 from hypothesis import HealthCheck, Phase, settings
@@ -74,9 +76,10 @@ def real_time_limit(seconds: float) -> Iterator[None]:
 class Stores:
     """Makes limiters of one kind; :meth:`aclose` closes every one it made."""
 
-    def __init__(self, kind: str, directory: Path) -> None:
+    def __init__(self, kind: str, directory: Path, redis: Any = None) -> None:
         self.kind = kind
         self.directory = directory
+        self.redis = redis  # an entered coredis client, for the redis kind
         self.opened: list[QueuedLimiter] = []
         self._names = itertools.count()
         self._made_with: dict[int, dict[str, Any]] = {}
@@ -102,6 +105,14 @@ class Stores:
                 margin=margin,
                 starve_after=starve_after,
                 lease_ttl=math.inf if lease_ttl is None else lease_ttl,
+            )
+        elif self.kind == "redis":
+            lim = self._redis_limiter(
+                f"contract-{uuid.uuid4().hex}",
+                rate_limit=rate_limit,
+                margin=margin,
+                starve_after=starve_after,
+                lease_ttl=lease_ttl,
             )
         else:
             n = next(self._names)
@@ -132,6 +143,10 @@ class Stores:
             return lim
         made_with = dict(self._made_with[id(lim)])
         lease_ttl = made_with.pop("lease_ttl")
+        if self.kind == "redis":
+            other = self._redis_limiter(lim.namespace, **made_with, lease_ttl=lease_ttl)
+            self.opened.append(other)
+            return other
         other = SQLiteLimiter(
             lim.path,
             **made_with,
@@ -141,6 +156,19 @@ class Stores:
         )
         self.opened.append(other)
         return other
+
+    def _redis_limiter(
+        self, namespace: str, *, lease_ttl: float | None, **kwargs: Any
+    ) -> QueuedLimiter:
+        return held_clock_redis_limiter()(
+            self.redis,
+            namespace=namespace,
+            lease_ttl=60.0 if lease_ttl is None else lease_ttl,
+            recheck=math.inf,
+            jitter=0.0,
+            server_clock=anyio.current_time,
+            **kwargs,
+        )
 
     @contextlib.asynccontextmanager
     async def open(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -156,6 +184,34 @@ class Stores:
         with anyio.CancelScope(shield=True):
             for lim in self.opened:
                 await lim.aclose()
+
+
+def held_clock_redis_limiter() -> Any:
+    """``RedisLimiter`` that keeps a virtual clock from jumping while Redis answers.
+
+    A mock clock jumps as soon as every task waits, and a task waiting for Redis's answer
+    waits; the answer would then come "later" than any sleeper's deadline. While a call is on
+    its way, a second task yields in a loop, so the loop is never idle and the clock stays:
+    the store's decisions are taken at the instant the test means, as in memory.
+    """
+    from sora2_async.redis import RedisLimiter
+
+    class HeldClockRedisLimiter(RedisLimiter):
+        async def _run(self, op: str, args: list[str]) -> list[Any]:
+            answered = anyio.Event()
+
+            async def hold() -> None:
+                while not answered.is_set():
+                    await anyio.lowlevel.checkpoint()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(hold)
+                try:
+                    return await super()._run(op, args)
+                finally:
+                    answered.set()
+
+    return HeldClockRedisLimiter
 
 
 class Run:

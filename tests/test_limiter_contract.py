@@ -38,14 +38,34 @@ from tests.limiter_helpers import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=STORE_KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    """Makes limiters of one kind; every one is closed when the test ends."""
-    stores = Stores(request.param, tmp_path)
-    try:
-        yield stores
-    finally:
-        await stores.aclose()
+@pytest.fixture(params=[*STORE_KINDS, "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+async def store(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path: Path
+) -> AsyncIterator[Stores]:
+    """Makes limiters of one kind; every one is closed when the test ends. Redis ones use a
+    real ``redis-server`` (one namespace per limiter) and the test's virtual clock."""
+    if store_kind != "redis":
+        stores = Stores(store_kind, tmp_path)
+        try:
+            yield stores
+        finally:
+            await stores.aclose()
+        return
+    import coredis
+
+    server = request.getfixturevalue("redis_server")
+    async with coredis.Redis.from_url(server.url, decode_responses=False) as client:
+        stores = Stores(store_kind, tmp_path, redis=client)
+        try:
+            yield stores
+        finally:
+            await stores.aclose()
 
 
 # -- the window ----------------------------------------------------------------------------
@@ -311,8 +331,10 @@ async def test_a_starved_submission_that_cannot_go_does_not_hold_back_polls(
     await run.request("fill")  # one slot used: 1 used + 3 promised = the whole limit
     polled_at: list[float] = []
 
+    names = iter(range(3))
+
     async def poll() -> None:
-        polled_at.append(await run.request(("poll", len(polled_at))))
+        polled_at.append(await run.request(("poll", next(names))))
         await run.release(leases, 1)  # that poll found its video done: its promise comes back
 
     with real_time_limit(30), anyio.fail_after(2 * 3600):  # a deadlock fails here

@@ -200,7 +200,9 @@ async def test_two_owners_share_one_window(owners: Owners) -> None:
 
 @pytest.mark.anyio
 async def test_one_owners_polls_go_before_the_others_submissions(owners: Owners) -> None:
-    a, b = owners(limit=1, per=100.0, starve_after=1e9), owners(limit=1, per=100.0)
+    # Both with the same patience: each owner judges starvation by its own knob.
+    a = owners(limit=1, per=100.0, starve_after=1e9)
+    b = owners(limit=1, per=100.0, starve_after=1e9)
     ra, rb = Run(a), Run(b)
     await ra.request("fill")
     async with anyio.create_task_group() as tg:
@@ -346,3 +348,30 @@ async def test_in_a_worker_thread_in_real_time(tmp_path: Path) -> None:
         assert lim.last_state == state
     finally:
         await lim.aclose()
+
+
+def test_processes_that_make_one_new_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """Eight processes open a store file that does not exist yet, at the same moment: one
+    makes it, the others wait their turn and open it (none takes it for a foreign file)."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "new" / "budget.sqlite"
+    start = time.time() + 1.0
+    code = (
+        "import sys, time; from sora2_async import SQLiteLimiter; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); SQLiteLimiter(sys.argv[1])"
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(path), repr(start)], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    errors = []
+    for child in children:
+        _, err = child.communicate(timeout=60)
+        if child.returncode:
+            errors.append(err)
+    assert errors == []

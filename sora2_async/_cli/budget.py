@@ -10,7 +10,6 @@ process (as the Python API does by default).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import attrs
 
 from .._budget import RateLimit
 from .._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
+from .._fingerprint import key_fingerprint
 from .._limits import Limiter
 from .._sqlite_limiter import SQLiteLimiter
 
@@ -35,13 +35,6 @@ def add_budget_option(parser: argparse.ArgumentParser) -> None:
         help="the budget store shared by every sora2 process of this key (default: one file "
         "per key in the user's state folder); 'memory' keeps it in this process alone",
     )
-
-
-def key_fingerprint(api_key: str, base_url: str) -> str:
-    """SHA-256 of the key and the base URL, shortened: names the key's store, reveals
-    nothing of it."""
-    digest = hashlib.sha256(f"{api_key.strip()}\n{base_url.rstrip('/')}".encode())
-    return digest.hexdigest()[:24]
 
 
 def budget_path(api_key: str, base_url: str) -> Path:

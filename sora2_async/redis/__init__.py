@@ -1,0 +1,23 @@
+"""One key's budget across hosts, in Redis: ``pip install 'sora2-async[redis]'``.
+
+:class:`RedisLimiter` implements the :class:`~sora2_async.Limiter` protocol on a Redis
+server: one Lua script applies the whole rule on the server's clock, so every process of
+every host that uses the same key shares one budget. The client library is coredis (6 or
+later), which is built on anyio and so runs on asyncio and trio alike; redis-py's asyncio
+client calls asyncio directly and does not run on trio.
+
+    async with RedisLimiter.from_url("redis://localhost:6379/0") as limiter:
+        async with Sora2Client(rate_limit=limiter) as client:
+            ...
+"""
+
+from __future__ import annotations
+
+try:
+    import coredis  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the installation
+    raise ImportError("sora2_async.redis needs coredis: pip install 'sora2-async[redis]'") from None
+
+from ._limiter import RedisLimiter
+
+__all__ = ["RedisLimiter"]

@@ -1,0 +1,397 @@
+-- sora2-async: the budget of one API key in Redis. One script, one rule, the server's clock.
+--
+-- The same rule as sora2_async/_admission.py (and the same limit-after-429 arithmetic as
+-- sora2_async/_ceiling.py); tests/test_redis_script.py compares the two on generated
+-- sequences. Every call prunes what has left the window, says that its owner lives, does
+-- one operation, and returns the store's state.
+--
+-- KEYS (one hash tag, so that a cluster keeps them in one slot):
+--   1 entries   ZSET  permit id -> until (a request counts until then)
+--   2 inflight  SET   permit ids not answered yet
+--   3 owners    HASH  owner -> alive until
+--   4 counts    HASH  owner -> live leases
+--   5 leases    HASH  lease id -> owner
+--   6 fronts    HASH  owner|kind -> since|promise|alive until (waiting queue fronts)
+--   7 ceiling   HASH  lowered_to, lowered_at, blocked_until, rate_limited
+--   8 epoch     STRING the store's identity: gone after a restart that lost the data
+-- ARGV: 1 op, 2 owner, 3 now ('' = the server's TIME), 4 configured limit, 5 window,
+--       6 flight ttl, 7 lease ttl, 8 starve after, 9 front ttl, 10 known epoch, 11.. op args
+
+local EPS = 1e-6
+local INF = math.huge
+local POLL, GENERATE, EXTRA = 0, 1, 2
+
+local op, owner = ARGV[1], ARGV[2]
+local now
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+local configured = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
+local flight_ttl = tonumber(ARGV[6])
+local lease_ttl = tonumber(ARGV[7])
+local starve_after = tonumber(ARGV[8])
+local front_ttl = tonumber(ARGV[9])
+local known_epoch = ARGV[10]
+local K_ENTRIES, K_INFLIGHT, K_OWNERS, K_COUNTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_LEASES, K_FRONTS, K_CEILING, K_EPOCH = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+
+local function fmt(x)
+  if x == INF then return '+inf' end
+  if x == -INF then return '-inf' end
+  return string.format('%.17g', x)
+end
+
+local function num(x, default)
+  if x == false or x == nil or x == '' then return default end
+  if x == 'inf' or x == '+inf' then return INF end
+  if x == '-inf' then return -INF end
+  return tonumber(x)
+end
+
+-- The limit after 429s ----------------------------------------------------------------------
+
+local c = redis.call('HMGET', K_CEILING, 'lowered_to', 'lowered_at', 'blocked_until', 'rate_limited')
+local lowered_to = num(c[1], configured)
+local lowered_at = num(c[2], -INF)
+local blocked_until = num(c[3], -INF)
+local rate_limited = num(c[4], 0)
+
+local function windows_since(at)
+  local k = math.floor((at - lowered_at) / window)
+  if k < 0 then k = 0 end
+  while lowered_at + (k + 1) * window <= at do k = k + 1 end
+  while k > 0 and lowered_at + k * window > at do k = k - 1 end
+  return k
+end
+
+local function ceiling_at(at)
+  local value = lowered_to
+  if value >= configured then return configured end
+  for _ = 1, windows_since(at) do
+    if 2 * value <= configured then value = value * 2 else value = value + 1 end
+    if value > configured then value = configured end
+    if value == configured then break end
+  end
+  return value
+end
+
+local function next_rise(at)
+  if ceiling_at(at) >= configured then return INF end
+  return lowered_at + (windows_since(at) + 1) * window
+end
+
+-- Prepare: a restart that lost the data, what has left, a clock that stepped back, the owner ---
+
+local epoch = redis.call('GET', K_EPOCH)
+local reset = 0
+if not epoch then
+  epoch = owner .. '@' .. fmt(now)
+  redis.call('SET', K_EPOCH, epoch)
+end
+if known_epoch ~= '' and known_epoch ~= epoch then reset = 1 end
+
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_ENTRIES, '-inf', fmt(now + EPS))) do
+  redis.call('SREM', K_INFLIGHT, id)
+end
+redis.call('ZREMRANGEBYSCORE', K_ENTRIES, '-inf', fmt(now + EPS))
+local cap = now + flight_ttl + window
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_ENTRIES, '(' .. fmt(cap), '+inf')) do
+  redis.call('ZADD', K_ENTRIES, fmt(cap), id)
+end
+if blocked_until > now + window then
+  blocked_until = now + window
+  redis.call('HSET', K_CEILING, 'blocked_until', fmt(blocked_until))
+end
+
+local fronts = {}  -- other owners' live fronts: {kind, since, promise}
+local front_data = redis.call('HGETALL', K_FRONTS)
+for i = 1, #front_data, 2 do
+  local field, value = front_data[i], front_data[i + 1]
+  local sep = string.find(field, '|', 1, true)
+  local who, kind = string.sub(field, 1, sep - 1), tonumber(string.sub(field, sep + 1))
+  local a = string.find(value, '|', 1, true)
+  local b = string.find(value, '|', a + 1, true)
+  local since = tonumber(string.sub(value, 1, a - 1))
+  local promise = num(string.sub(value, a + 1, b - 1), nil)
+  local alive = tonumber(string.sub(value, b + 1))
+  if alive <= now then
+    redis.call('HDEL', K_FRONTS, field)
+  elseif who ~= owner then
+    table.insert(fronts, {kind, since, promise})
+  end
+end
+
+local gone = now - window - lease_ttl  -- long dead: their leases are no more
+local dead = {}
+local owner_data = redis.call('HGETALL', K_OWNERS)
+for i = 1, #owner_data, 2 do
+  local who, alive = owner_data[i], tonumber(owner_data[i + 1])
+  if alive < gone then
+    dead[who] = true
+    redis.call('HDEL', K_OWNERS, who)
+    redis.call('HDEL', K_COUNTS, who)
+  end
+end
+if next(dead) ~= nil then
+  local lease_data = redis.call('HGETALL', K_LEASES)
+  for i = 1, #lease_data, 2 do
+    if dead[lease_data[i + 1]] then redis.call('HDEL', K_LEASES, lease_data[i]) end
+  end
+end
+redis.call('HSET', K_OWNERS, owner, fmt(now + lease_ttl))  -- this owner lives
+
+-- live leases of every owner that lives
+local function count_reserved()
+  local total = 0
+  local data = redis.call('HGETALL', K_OWNERS)
+  for i = 1, #data, 2 do
+    if tonumber(data[i + 1]) > now then
+      total = total + num(redis.call('HGET', K_COUNTS, data[i]), 0)
+    end
+  end
+  return total
+end
+local reserved = count_reserved()
+
+-- The window (as _admission.Window) -----------------------------------------------------------
+
+local function later(at)
+  return redis.call('ZCOUNT', K_ENTRIES, '(' .. fmt(at + EPS), '+inf')
+end
+
+local function expiry(k)
+  local r = redis.call('ZRANGEBYSCORE', K_ENTRIES, '(' .. fmt(now + EPS), '+inf',
+                       'WITHSCORES', 'LIMIT', k - 1, 1)
+  if #r == 0 then return nil end
+  return tonumber(r[2])
+end
+
+local function first_expiry_after(at)
+  local r = redis.call('ZRANGEBYSCORE', K_ENTRIES, '(' .. fmt(at + EPS), '+inf',
+                       'WITHSCORES', 'LIMIT', 0, 1)
+  if #r == 0 then return nil end
+  return tonumber(r[2])
+end
+
+local limit = ceiling_at(now)
+local rises_at = next_rise(now)
+local used = later(now)
+
+-- The rule (as _admission) ------------------------------------------------------------------
+
+local function fits(kind, promise)
+  if now < blocked_until or used + 1 > limit then return false end
+  if kind == POLL then return true end
+  local own = 0
+  if promise ~= nil then own = 1 end
+  return later(now + (promise or 0)) + reserved + 1 + own <= limit
+end
+
+-- contenders: {kind, since, promise}; the first is "me"
+local function serves_next(contenders)
+  local poll, submission = nil, nil
+  for _, cand in ipairs(contenders) do
+    if cand[1] == POLL then
+      if poll == nil or cand[2] < poll[2] then poll = cand end
+    elseif submission == nil or cand[2] < submission[2] then
+      submission = cand
+    end
+  end
+  if submission == nil then return poll end
+  if poll == nil or (now - submission[2] >= starve_after and fits(submission[1], submission[3])) then
+    return submission
+  end
+  return poll
+end
+
+local function next_change(me, starving_at)
+  local best = INF
+  local function consider(t) if t ~= nil and t > now and t < best then best = t end end
+  consider(blocked_until)
+  consider(rises_at)
+  consider(starving_at)
+  consider(expiry(1))
+  if me[3] ~= nil and me[3] ~= 0 then
+    local t = first_expiry_after(now + me[3])
+    if t ~= nil then consider(t - me[3]) end
+  end
+  return best
+end
+
+-- nil when `me` may go now, else when to look again
+local function decide(me, contenders)
+  if serves_next(contenders) == me and fits(me[1], me[3]) then return nil end
+  local starving_at = INF
+  local any_poll, oldest = false, nil
+  for _, cand in ipairs(contenders) do
+    if cand[1] == POLL then any_poll = true
+    elseif oldest == nil or cand[2] < oldest then oldest = cand[2] end
+  end
+  if any_poll and oldest ~= nil then starving_at = oldest + starve_after end
+  return next_change(me, starving_at)
+end
+
+local function next_free_at()
+  local excess = used + 1 - limit
+  local free_at = now
+  if excess > 0 then
+    local e = expiry(excess)
+    if e == nil then free_at = rises_at else free_at = math.min(e, rises_at) end
+  end
+  return math.max(blocked_until, free_at)
+end
+
+-- The operation ----------------------------------------------------------------------------
+
+local function admit(permit_id, promise, lease_id)
+  redis.call('ZADD', K_ENTRIES, fmt(now + flight_ttl + window), permit_id)
+  redis.call('SADD', K_INFLIGHT, permit_id)
+  used = used + 1
+  if promise ~= nil then
+    redis.call('HSET', K_LEASES, lease_id, owner)
+    redis.call('HINCRBY', K_COUNTS, owner, 1)
+  end
+end
+
+local function forget_front(kind, since)
+  local field = owner .. '|' .. kind
+  local value = redis.call('HGET', K_FRONTS, field)
+  if value and tonumber(string.sub(value, 1, string.find(value, '|', 1, true) - 1)) == since then
+    redis.call('HDEL', K_FRONTS, field)
+  end
+end
+
+local result = {'', ''}
+if reset == 1 and op ~= 'restore' and op ~= 'close' then
+  result = {'reset', ''}  -- the owner writes back what it knows, then asks again
+elseif op == 'attempt' then
+  -- 11 kind, 12 since, 13 promise, 14 permit id, 15 lease id, 16 n rivals, then triples
+  local me = {tonumber(ARGV[11]), tonumber(ARGV[12]), num(ARGV[13], nil)}
+  local contenders = {me}
+  local n = tonumber(ARGV[16])
+  for i = 0, n - 1 do
+    local base = 17 + 3 * i
+    table.insert(contenders, {tonumber(ARGV[base]), tonumber(ARGV[base + 1]), num(ARGV[base + 2], nil)})
+  end
+  for _, f in ipairs(fronts) do table.insert(contenders, f) end
+  local again = decide(me, contenders)
+  if again == nil then
+    forget_front(me[1], me[2])
+    admit(ARGV[14], me[3], ARGV[15])
+    result = {'admitted', ''}
+  else
+    local promise = ''
+    if me[3] ~= nil then promise = fmt(me[3]) end
+    redis.call('HSET', K_FRONTS, owner .. '|' .. me[1],
+               fmt(me[2]) .. '|' .. promise .. '|' .. fmt(now + front_ttl))
+    result = {'wait', fmt(again)}
+  end
+elseif op == 'extra' then
+  -- 11 permit id
+  if #fronts == 0 and fits(EXTRA, nil) then
+    admit(ARGV[11], nil, '')
+    result = {'admitted', ''}
+  else
+    result = {'refused', ''}
+  end
+elseif op == 'leave' then
+  forget_front(tonumber(ARGV[11]), tonumber(ARGV[12]))
+elseif op == 'stamp' then
+  -- 11 permit id, 12 rate limited (0/1), 13 retry after ('' = none)
+  local id = ARGV[11]
+  if redis.call('SREM', K_INFLIGHT, id) == 1 then
+    redis.call('ZADD', K_ENTRIES, 'XX', fmt(now + window), id)
+    if ARGV[12] == '1' then
+      -- the oldest answered entry: how long our log has been watching the key
+      local oldest = nil
+      local rank = 0
+      while oldest == nil do
+        local r = redis.call('ZRANGE', K_ENTRIES, rank, rank + 31, 'WITHSCORES')
+        if #r == 0 then break end
+        for i = 1, #r, 2 do
+          if redis.call('SISMEMBER', K_INFLIGHT, r[i]) == 0 then oldest = tonumber(r[i + 1]); break end
+        end
+        rank = rank + 32
+      end
+      local seen_for = 0
+      if oldest ~= nil then seen_for = now - (oldest - window) end
+      local ours = later(now)
+      local retry_after = num(ARGV[13], nil)
+      local current = ceiling_at(now)
+      local lowered
+      if retry_after ~= nil then
+        lowered = current - 1
+      else
+        local others = math.max(1, configured - (ours - 1))
+        seen_for = math.min(window, math.max(window / 12, seen_for))
+        local expected = others * window / seen_for
+        local target = math.floor(configured - expected) - 1
+        lowered = math.max(math.floor(ours / 2), math.min(current - 1, target))
+      end
+      lowered_to, lowered_at = math.max(1, lowered), now
+      if retry_after ~= nil then blocked_until = math.max(blocked_until, now + retry_after) end
+      rate_limited = rate_limited + 1
+      redis.call('HSET', K_CEILING, 'lowered_to', lowered_to, 'lowered_at', fmt(lowered_at),
+                 'blocked_until', fmt(blocked_until), 'rate_limited', rate_limited)
+      limit, rises_at = ceiling_at(now), next_rise(now)
+    end
+  end
+elseif op == 'promise' then
+  -- 11 lease id
+  redis.call('HSET', K_LEASES, ARGV[11], owner)
+  redis.call('HINCRBY', K_COUNTS, owner, 1)
+elseif op == 'release' then
+  -- 11 lease id
+  local who = redis.call('HGET', K_LEASES, ARGV[11])
+  if who then
+    redis.call('HDEL', K_LEASES, ARGV[11])
+    local left = redis.call('HINCRBY', K_COUNTS, who, -1)
+    if left < 0 then redis.call('HSET', K_COUNTS, who, 0) end
+  end
+elseif op == 'restore' then
+  -- after a restart that lost the data: 11 n entries, then (id, until, answered) triples,
+  -- then n leases ids
+  local n = tonumber(ARGV[11])
+  for i = 0, n - 1 do
+    local base = 12 + 3 * i
+    local id, until_, answered = ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2]
+    if until_ > now then
+      redis.call('ZADD', K_ENTRIES, fmt(math.min(until_, cap)), id)
+      if answered == '0' then redis.call('SADD', K_INFLIGHT, id) end
+    end
+  end
+  local m = 12 + 3 * n
+  local leases_n = tonumber(ARGV[m])
+  for i = 1, leases_n do
+    if redis.call('HSETNX', K_LEASES, ARGV[m + i], owner) == 1 then
+      redis.call('HINCRBY', K_COUNTS, owner, 1)
+    end
+  end
+  used = later(now)
+  reset = 0
+elseif op == 'close' then
+  local lease_data = redis.call('HGETALL', K_LEASES)
+  for i = 1, #lease_data, 2 do
+    if lease_data[i + 1] == owner then redis.call('HDEL', K_LEASES, lease_data[i]) end
+  end
+  redis.call('HDEL', K_COUNTS, owner)
+  redis.call('HDEL', K_OWNERS, owner)
+  redis.call('HDEL', K_FRONTS, owner .. '|0', owner .. '|1')
+end
+reserved = count_reserved()
+
+local polls_elsewhere, generates_elsewhere = 0, 0
+for _, f in ipairs(fronts) do
+  if f[1] == POLL then polls_elsewhere = polls_elsewhere + 1
+  else generates_elsewhere = generates_elsewhere + 1 end
+end
+
+-- op result, op detail, now, epoch, reset, limit, used, reserved, blocked until,
+-- next free at, rate limited, polls elsewhere, generates elsewhere
+return {result[1], result[2], fmt(now), epoch, reset, limit, used, reserved,
+        fmt(blocked_until), fmt(next_free_at()), rate_limited, polls_elsewhere,
+        generates_elsewhere}
