@@ -29,7 +29,12 @@ def write_prompts(path: Path, n: int, prefix: str = "a video of") -> Path:
 
 
 def start_batch(
-    base_url: str, cwd: Path, scale: float, *extra: str, to_files: bool = False
+    base_url: str,
+    cwd: Path,
+    scale: float,
+    *extra: str,
+    to_files: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     """``sora2 batch prompts.txt --out out --yes --json`` in ``cwd``, as a child process.
 
@@ -47,7 +52,7 @@ def start_batch(
         return subprocess.Popen(
             [sys.executable, "-m", "sora2_async.cli", *args],
             cwd=cwd,
-            env=env(),
+            env={**env(), **(extra_env or {})},
             stdout=out,
             stderr=err,
             stdin=subprocess.DEVNULL,

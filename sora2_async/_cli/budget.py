@@ -4,7 +4,8 @@ By default each key has one :class:`~sora2_async.SQLiteLimiter` file in the user
 folder (``platformdirs``), named by a fingerprint of the key and the base URL: SHA-256, never
 the key itself. Two runs on one key at once, or a run restarted within the hour, then see
 one budget. ``--budget PATH`` picks another file; ``--budget memory`` keeps the budget in the
-process (as the Python API does by default).
+process (as the Python API does by default). ``--redis URL`` (or ``$NANOPHOTO_REDIS_URL``)
+keeps it in Redis instead, shared by every host (:class:`~sora2_async.redis.RedisLimiter`).
 """
 
 from __future__ import annotations
@@ -12,19 +13,29 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from .._budget import RateLimit
 from .._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
+from .._errors import BudgetStoreError
 from .._fingerprint import key_fingerprint
 from .._limits import Limiter
 from .._sqlite_limiter import SQLiteLimiter
 
-__all__ = ["MEMORY", "add_budget_option", "budget_path", "key_fingerprint", "open_budget"]
+__all__ = [
+    "MEMORY",
+    "REDIS_URL_ENV",
+    "add_budget_option",
+    "budget_path",
+    "key_fingerprint",
+    "open_budget",
+]
 
 MEMORY = "memory"
 APP_NAME = "sora2-async"
+REDIS_URL_ENV = "NANOPHOTO_REDIS_URL"
 
 
 def add_budget_option(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +45,12 @@ def add_budget_option(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="the budget store shared by every sora2 process of this key (default: one file "
         "per key in the user's state folder); 'memory' keeps it in this process alone",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help=f"keep the budget in Redis, shared by every host (default: ${REDIS_URL_ENV}; "
+        "needs the 'redis' extra)",
     )
 
 
@@ -46,7 +63,8 @@ def budget_path(api_key: str, base_url: str) -> Path:
 
 
 def open_budget(args: argparse.Namespace) -> Limiter | None:
-    """The store named by ``--budget`` (``None`` for ``memory``: the client makes one).
+    """The store named by ``--budget`` or ``--redis`` (``None`` for ``memory``: the client
+    makes one). A Redis store is an async context manager: enter it before use.
 
     Its rate limit and timings follow ``--rate-limit`` and ``--time-scale`` as the client's
     own would.
@@ -58,18 +76,25 @@ def open_budget(args: argparse.Namespace) -> Limiter | None:
     if choice == MEMORY:
         return None
     scale: float = args.time_scale
+    rate_limit = RateLimit(args.rate_limit)
+    timings: dict[str, Any] = {
+        "rate_limit": attrs.evolve(rate_limit, per=rate_limit.per / scale),
+        "margin": 2.0 / scale,
+        "lease_ttl": max(2.0, 60.0 / scale),
+        # A request's entry counts from admission until a window after its answer would come
+        # at the latest: compressed time keeps that short, as the simulator answers at once.
+        "flight_ttl": max(5.0, 120.0 / scale),
+    }
+    redis_url = getattr(args, "redis", None) or os.environ.get(REDIS_URL_ENV)
+    if redis_url and not choice:
+        try:
+            from ..redis import RedisLimiter
+        except ImportError as exc:
+            raise BudgetStoreError(str(exc)) from None
+        return RedisLimiter.from_url(redis_url, base_url=args.base_url, **timings)
     if choice:
         path = Path(choice).expanduser()
     else:
         base_url = args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         path = budget_path(os.environ.get(API_KEY_ENV, ""), base_url)
-    rate_limit = RateLimit(args.rate_limit)
-    return SQLiteLimiter(
-        path,
-        rate_limit=attrs.evolve(rate_limit, per=rate_limit.per / scale),
-        margin=2.0 / scale,
-        lease_ttl=max(2.0, 60.0 / scale),
-        # A request's entry counts from admission until a window after its answer would come
-        # at the latest: compressed time keeps that short, as the simulator answers at once.
-        flight_ttl=max(5.0, 120.0 / scale),
-    )
+    return SQLiteLimiter(path, **timings)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-
-import anyio
 
 from .._budget import RateLimit
 from .._client import API_KEY_ENV, Sora2Client
@@ -41,17 +40,18 @@ async def open_client(args: argparse.Namespace) -> AsyncIterator[Sora2Client]:
         store = open_budget(args)
     except BudgetStoreError as exc:
         raise CLIError(f"{exc} (or pass --budget PATH, or --budget memory)") from None
-    try:
-        async with Sora2Client(
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(store, contextlib.AbstractAsyncContextManager):
+            await stack.enter_async_context(store)  # a Redis store: its connection pool
+        elif store is not None:
+            stack.push_async_callback(store.aclose)
+        client = Sora2Client(
             base_url=args.base_url,
             time_scale=args.time_scale,
             rate_limit=store or RateLimit(args.rate_limit),
-        ) as client:
+        )
+        async with client:
             yield client
-    finally:
-        if store is not None:
-            with anyio.CancelScope(shield=True):
-                await store.aclose()
 
 
 def ask_on_terminal(question: str) -> bool:

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import attrs
 import coredis
 import coredis.exceptions
 
@@ -78,6 +79,9 @@ class RedisLimiter(QueuedLimiter):
             :class:`~sora2_async.SQLiteLimiter`.
         jitter: at most this many seconds added to each wait, so that the processes woken by
             one change do not all call at once.
+        local_clock: this process's own clock (default: the event loop's). Its offset to the
+            server's is learned on every call, so a wrong or shifted local clock changes
+            nothing: every time the store keeps is the server's.
         server_clock: for tests in virtual time only: the script's clock instead of the
             server's ``TIME``.
     """
@@ -95,6 +99,7 @@ class RedisLimiter(QueuedLimiter):
         recheck: float | None = None,
         jitter: float = 0.02,
         server_clock: Callable[[], float] | None = None,
+        local_clock: Callable[[], float] = anyio.current_time,
         owns_client: bool = False,
     ) -> None:
         super().__init__(rate_limit, margin=margin, starve_after=starve_after)
@@ -114,7 +119,9 @@ class RedisLimiter(QueuedLimiter):
         self._jitter = jitter
         self._serial = anyio.Lock()
         self._server_clock = server_clock
-        self._offset = 0.0  # the server's clock minus the event loop's, as last seen
+        self._local = local_clock
+        self._offset = 0.0  # the server's clock minus the local one, as last seen
+        self._synced = server_clock is not None
         self._epoch = ""
         self._mine: dict[str, tuple[float, bool]] = {}  # permit id -> (until, answered)
         self._my_leases: set[str] = set()
@@ -203,7 +210,7 @@ class RedisLimiter(QueuedLimiter):
     def _now(self) -> float:
         if self._server_clock is not None:
             return self._server_clock()
-        return anyio.current_time() + self._offset
+        return self._local() + self._offset
 
     async def snapshot(self) -> BudgetState:
         """A fresh snapshot of the store (it refreshes :attr:`last_state`)."""
@@ -241,6 +248,9 @@ class RedisLimiter(QueuedLimiter):
     # -- admission -----------------------------------------------------------------------------
 
     async def _attempt(self, me: Contender, rivals: list[Contender]) -> Permit | float:
+        if not self._synced:  # the first call: learn the server's clock before stamping times
+            await self._call("snapshot")
+            me = attrs.evolve(me, since=self._now())
         permit_id = self._permit_id()
         lease_id = f"{permit_id}-l"
         args: list[str] = [str(int(me.kind)), _arg(me.since), _arg(me.promise), permit_id]
@@ -337,7 +347,8 @@ class RedisLimiter(QueuedLimiter):
 
     def _read(self, reply: list[Any]) -> tuple[str, str, float]:
         now = _float(reply[2])
-        self._offset = now - anyio.current_time()
+        self._offset = now - self._local()
+        self._synced = True
         self._epoch = _text(reply[3])
         self._renewed_at = now
         for permit_id in [i for i, (until, _) in self._mine.items() if until <= now]:

@@ -1,0 +1,187 @@
+"""The Redis store's Lua script against the Python rule, on generated sequences.
+
+The Python side is the SQLite store: the rule of ``_admission`` and the arithmetic of
+``_ceiling`` over rows, the model every store follows. Both stores get the same operations
+at the same instants (a hand-moved clock, so Redis's ``TIME`` is replaced by the test's):
+admissions of polls and submissions (with and without a promised poll, with rivals waiting),
+extra polls, answers (429s with and without ``Retry-After``), promises and releases, and time
+passing. After every step the two must agree on the decision (admitted, or when to look
+again) and on the snapshot. A real ``redis-server`` runs the script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sora2_async import Lease, Permit, RateLimit, RequestKind, SQLiteLimiter
+from sora2_async._admission import Contender
+
+pytestmark = pytest.mark.anyio
+
+POLL, GENERATE = RequestKind.POLL, RequestKind.GENERATE
+
+kinds = st.sampled_from([POLL, GENERATE])
+promises = st.one_of(st.none(), st.floats(0.0, 30.0))
+operation = st.one_of(
+    st.tuples(
+        st.just("attempt"), kinds, promises, st.lists(st.tuples(kinds, st.floats(0, 50)))
+    ).filter(lambda op: op[1] is GENERATE or op[2] is None),
+    st.tuples(st.just("extra")),
+    st.tuples(st.just("stamp"), st.booleans(), st.one_of(st.none(), st.floats(0.0, 40.0))),
+    st.tuples(st.just("promise"), st.floats(0.0, 30.0)),
+    st.tuples(st.just("release")),
+    st.tuples(st.just("wait"), st.floats(0.0, 25.0)),
+    # many answered polls in a moment, the last maybe refused: a full window, then a 429
+    st.tuples(st.just("burst"), st.integers(1, 14), st.booleans()),
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def redis_client(redis_server: Any) -> AsyncIterator[Any]:
+    import coredis
+
+    async with coredis.Redis.from_url(redis_server.url, decode_responses=False) as client:
+        yield client
+
+
+def outcome(got: Permit | float | None) -> object:
+    if isinstance(got, Permit):
+        return ("admitted", got.lease is not None)
+    if got is None:
+        return "refused"
+    return ("wait", round(got, 6))
+
+
+def state_of(lim: Any) -> tuple[object, ...]:
+    s = lim.last_state
+    return (
+        s.limit,
+        s.used,
+        s.reserved,
+        s.rate_limited,
+        round(s.blocked_for, 6),
+        round(s.next_free_in, 6) if s.next_free_in < 1e9 else "far",
+    )
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    limit=st.integers(1, 14),
+    per=st.floats(5.0, 60.0),
+    starve_after=st.floats(1.0, 40.0),
+    ops=st.lists(operation, min_size=1, max_size=40),
+)
+async def test_the_script_decides_as_the_python_rule(
+    redis_client: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    limit: int,
+    per: float,
+    starve_after: float,
+    ops: list[tuple[Any, ...]],
+) -> None:
+    from sora2_async.redis import RedisLimiter
+
+    clock = Clock()
+    knobs: dict[str, Any] = {
+        "rate_limit": RateLimit(limit, per=per),
+        "margin": 0.0,
+        "starve_after": starve_after,
+        "flight_ttl": 50.0,
+        "lease_ttl": 1e6,
+        "recheck": 1e9,
+    }
+    folder: Path = tmp_path_factory.mktemp("model")
+    model = SQLiteLimiter(folder / "budget.sqlite", clock=clock, in_thread=False, **knobs)
+    import uuid
+
+    script = RedisLimiter(
+        redis_client,
+        namespace=f"model-{uuid.uuid4().hex}",
+        jitter=0.0,
+        server_clock=clock,
+        **knobs,
+    )
+    stores = (model, script)
+    permits: list[tuple[Permit, Permit]] = []
+    leases: list[tuple[Lease, Lease]] = []
+    try:
+        for step, op in enumerate(ops):
+            name = op[0]
+            if name == "wait":
+                clock.now += op[1]
+                got = [await s.snapshot() for s in stores]
+                continue
+            if name == "burst":
+                for i in range(op[1]):
+                    me = Contender(POLL, clock.now)
+                    burst = [await s._attempt(me, []) for s in stores]
+                    assert outcome(burst[0]) == outcome(burst[1]), (step, op)
+                    for permit, s in zip(burst, stores, strict=True):
+                        if isinstance(permit, Permit):
+                            if op[2] and i == op[1] - 1:
+                                permit.rate_limited(None)
+                            await s._stamp(permit)
+                        else:
+                            await s._leave(me)
+                got = [None, None]
+            elif name == "attempt":
+                _, kind, promise, rivals = op
+                me = Contender(kind, clock.now, promise)
+                others = [Contender(k, clock.now - ago) for k, ago in rivals]
+                got = [await s._attempt(me, others) for s in stores]
+                if all(isinstance(g, Permit) for g in got):
+                    permits.append((got[0], got[1]))
+                    if got[0].lease is not None and got[1].lease is not None:
+                        leases.append((got[0].lease, got[1].lease))
+                    for s in stores:
+                        await s._leave(me)
+            elif name == "extra":
+                got = [await s._try_extra(RequestKind.EXTRA_POLL) for s in stores]
+                if all(isinstance(g, Permit) for g in got):
+                    permits.append((got[0], got[1]))  # type: ignore[arg-type]
+            elif name == "stamp":
+                if not permits:
+                    continue
+                _, refused, retry_after = op
+                pair = permits.pop(0)
+                for permit, s in zip(pair, stores, strict=True):
+                    if refused:
+                        permit.rate_limited(retry_after)
+                    await s._stamp(permit)
+                got = [None, None]
+            elif name == "promise":
+                made = [await s.promise(op[1]) for s in stores]
+                leases.append((made[0], made[1]))
+                got = [None, None]
+            else:  # release
+                if not leases:
+                    continue
+                pair_l = leases.pop(0)
+                for lease, s in zip(pair_l, stores, strict=True):
+                    await s.release(lease)
+                got = [None, None]
+            assert outcome(got[0]) == outcome(got[1]), (step, op)
+            await model.snapshot()
+            await script.snapshot()
+            assert state_of(model) == state_of(script), (step, op)
+    finally:
+        await model.aclose()
+        await script.aclose()
