@@ -202,7 +202,8 @@ def overhead_tables(overhead: dict[str, Any]) -> list[str]:
     )
     if overhead.get("admission"):
         out += [
-            "Admission cost per permit (admit and stamp; memory's 8 processes do not share):",
+            "Admission cost per permit (admit and stamp; memory's 8 processes do not share; "
+            "Redis on loopback):",
             "",
         ]
         out += _table(

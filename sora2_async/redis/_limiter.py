@@ -75,8 +75,13 @@ class RedisLimiter(QueuedLimiter):
             it, else the caller's to enter and leave).
         namespace: the keys' hash tag: every process of one key must use the same one
             (:meth:`from_url` derives it from the key and the base URL).
-        rate_limit, margin, starve_after, lease_ttl, flight_ttl, recheck: as for
-            :class:`~sora2_async.SQLiteLimiter`.
+        rate_limit: the key's allowance (every process of one key should pass the same).
+        margin: seconds added to the window (clock drift between us and the API's server).
+        starve_after: how long a submission can be held back by polls.
+        lease_ttl: seconds a process's leases outlive its last call.
+        flight_ttl: the longest a request can be in flight.
+        recheck: the longest a waiting request sleeps before it asks again (other
+            processes' changes are not announced).
         jitter: at most this many seconds added to each wait, so that the processes woken by
             one change do not all call at once.
         local_clock: this process's own clock (default: the event loop's). Its offset to the
