@@ -353,7 +353,7 @@ class Sora2Client:
     def _report_failure(self, result: BatchResult) -> None:
         self._events.emit(
             EventKind.FAILED,
-            request=result.request,
+            request=result._request,
             error=result.error,
             task_id=result.task.task_id if result.task else None,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, NoReturn, TypeAlias, TypeVar
 
 import attrs
 
@@ -24,14 +24,18 @@ from ._inputs import (
 
 __all__ = [
     "AspectRatio",
+    "AspectRatioValue",
     "BatchResult",
     "Mode",
+    "ModeValue",
     "ModelTier",
+    "ModelTierValue",
     "PRICE_TABLE",
     "Task",
     "TaskState",
     "TaskStatus",
     "Video",
+    "VideoDuration",
     "VideoRequest",
     "video_of",
 ]
@@ -82,50 +86,50 @@ PRICE_TABLE: Mapping[ModelTier, Mapping[int, int]] = {
 _DURATIONS = (10, 15)
 
 
-def _enum_converter(cls: type[enum.Enum], what: str) -> Any:
-    def convert(value: Any) -> Any:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in cls)
-            raise InvalidRequestError(
-                f"unknown {what} {value!r}: expected one of {allowed}", error_code="INVALID_INPUT"
-            ) from None
+# What each parameter of VideoRequest takes, for type checkers: the enum, or its wire value
+# as a string literal. A typo ("sora2-pro-ultra") fails mypy and pyright; any other value
+# still fails at run time, with InvalidRequestError.
+ModeValue: TypeAlias = Mode | Literal["textToVideo", "imageToVideo"]
+ModelTierValue: TypeAlias = ModelTier | Literal["sora2", "sora2-pro-standard", "sora2-pro-high"]
+AspectRatioValue: TypeAlias = AspectRatio | Literal["portrait", "landscape"]
+VideoDuration: TypeAlias = Literal[10, 15, "10", "15"]
 
-    return convert
+E = TypeVar("E", bound=enum.Enum)
 
 
-_to_tier = _enum_converter(ModelTier, "model tier")
-_to_ratio = _enum_converter(AspectRatio, "aspect ratio")
-_to_mode = _enum_converter(Mode, "mode")
+def _to_enum(cls: type[E], what: str, value: object) -> E:
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise InvalidRequestError(
+            f"unknown {what} {value!r}: expected one of {allowed}", error_code="INVALID_INPUT"
+        ) from None
 
 
-def _optional_mode(value: Any) -> Mode | None:
-    return None if value is None else _mode(value)
+def _optional_mode(value: ModeValue | None) -> Mode | None:
+    return None if value is None else _to_enum(Mode, "mode", value)
 
 
-def _mode(value: Any) -> Mode:
-    return _to_mode(value)  # type: ignore[no-any-return]
+def _tier(value: ModelTierValue) -> ModelTier:
+    return _to_enum(ModelTier, "model tier", value)
 
 
-def _tier(value: Any) -> ModelTier:
-    return _to_tier(value)  # type: ignore[no-any-return]
+def _ratio(value: AspectRatioValue) -> AspectRatio:
+    return _to_enum(AspectRatio, "aspect ratio", value)
 
 
-def _ratio(value: Any) -> AspectRatio:
-    return _to_ratio(value)  # type: ignore[no-any-return]
-
-
-def _duration(value: Any) -> int:
+def _duration(value: VideoDuration) -> int:
     # The wire carries "10"/"15" as strings; accept either form, nothing else (no "1_0",
     # "+10" or "10.0": int() would read some of those, the API would not).
     seconds: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        seconds = value
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        seconds = int(value.strip())
+    raw: object = value
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        seconds = raw
+    elif isinstance(raw, str) and re.fullmatch(r"[0-9]+", raw.strip()):
+        seconds = int(raw.strip())
     if seconds not in _DURATIONS:
         raise InvalidRequestError(
             f"duration must be 10 or 15 seconds, not {value!r}", error_code="INVALID_INPUT"
@@ -133,7 +137,8 @@ def _duration(value: Any) -> int:
     return seconds
 
 
-def _image_urls(value: Any) -> tuple[str, ...]:
+def _image_urls(urls: Iterable[str]) -> tuple[str, ...]:
+    value: Any = urls
     if isinstance(value, str):
         value = (value,)  # one URL given bare: a common slip, and unambiguous
     if not isinstance(value, Iterable) or isinstance(value, (bytes, Mapping)):
@@ -268,22 +273,72 @@ class Video:
     request: VideoRequest | None = None
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class BatchResult:
     """The outcome of one request of a batch: a ``video``, or the ``error`` that ended it.
+
+    Built as ``BatchResult(request, task=None, video=None, error=None)``. Check :attr:`ok`,
+    then read :attr:`video`: it is typed :class:`Video`, never ``None``, so
+    ``if result.ok: result.video.url`` type-checks. Reading ``video`` on a result without one
+    raises its ``error`` (as ``future.result()`` does).
+
+    ``request`` is the :class:`VideoRequest` the result answers. Every result of
+    ``client.batch(requests)`` has one, except for an item that was not a valid request (a
+    blank prompt string): reading it there raises that item's ``InvalidRequestError``. A task
+    followed by id alone (``client.as_completed(["task_id"])``) has no request either; use
+    :attr:`has_request` or :attr:`task` there.
 
     ``task`` is ``None`` when the request was never accepted by the API.
     """
 
-    request: VideoRequest | None
+    _request: VideoRequest | None
     task: Task | None = None
-    video: Video | None = None
+    _video: Video | None = None
     error: BaseException | None = None
 
     @property
     def ok(self) -> bool:
-        """Whether the request produced a video."""
-        return self.video is not None and self.error is None
+        """Whether the request produced a video (then :attr:`video` is it)."""
+        return self._video is not None and self.error is None
+
+    @property
+    def video(self) -> Video:
+        """The finished video.
+
+        Raises:
+            BaseException: this result's ``error``, when there is no video.
+        """
+        if self._video is None:
+            self._missing("video")
+        return self._video
+
+    @property
+    def request(self) -> VideoRequest:
+        """What was asked.
+
+        Raises:
+            BaseException: this result's ``error`` (or ``AttributeError``) when the request
+                is not known: see :attr:`has_request`.
+        """
+        if self._request is None:
+            self._missing("request")
+        return self._request
+
+    @property
+    def has_request(self) -> bool:
+        """Whether :attr:`request` is known (not for a task followed by its id alone)."""
+        return self._request is not None
+
+    def _missing(self, what: str) -> NoReturn:
+        if self.error is not None:
+            raise self.error
+        raise AttributeError(f"this BatchResult has no {what}")
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchResult(request={self._request!r}, task={self.task!r}, "
+            f"video={self._video!r}, error={self.error!r})"
+        )
 
 
 def video_of(task: Task, status: TaskStatus) -> Video:

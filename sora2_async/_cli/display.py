@@ -85,7 +85,7 @@ class RichReporter(Reporter):
 
     def outcome(self, outcome: Outcome) -> None:
         result = outcome.result
-        prompt = result.request.prompt if result.request else "?"
+        prompt = result.request.prompt if result.has_request else "?"
         mark = {"completed": "[green]done[/]", "failed": "[red]failed[/]"}.get(
             outcome.status, f"[yellow]{outcome.status.replace('_', ' ')}[/]"
         )
@@ -211,7 +211,7 @@ class JsonReporter(Reporter):
             event="result",
             status=outcome.status,
             task_id=result.task.task_id if result.task else None,
-            prompt=result.request.prompt if result.request else None,
+            prompt=result.request.prompt if result.has_request else None,
             file=str(outcome.file) if outcome.file else None,
             earlier=outcome.earlier,
             error=outcome.error,

@@ -189,14 +189,14 @@ class _Run:
         earlier = task_id in self._earlier
         file: Path | None = None
         error = None if result.error is None else _short(result.error)
-        if result.video is not None and result.request is not None and task_id is not None:
+        if result._video is not None and result.has_request and task_id is not None:
             target = self.options.out_dir / video_filename(result.request, task_id)
             if earlier and await anyio.Path(target).exists():
                 file = target
             else:
                 try:
                     async with self._downloads:
-                        file = await self.client.download(result.video, target)
+                        file = await self.client.download(result._video, target)
                 except Sora2Error as exc:
                     error = f"download failed: {_short(exc)}"
                 except OSError as exc:  # a read-only folder, a full disk: ours, not the API's
@@ -208,7 +208,7 @@ class _Run:
             self.local_errors.append(_short(result.error))
         if error and task_id is not None:
             self.errors[task_id] = error
-        elif error and result.request is not None:
+        elif error and result.has_request:
             self.unsent[result.request] = error
         outcome = Outcome(result, status, file, error, earlier)
         self.tracker.on_outcome(outcome)

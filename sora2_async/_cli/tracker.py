@@ -104,9 +104,9 @@ class Tracker:
         self.earlier += outcome.earlier
         if outcome.status == "completed":
             self.completed += 1
-            video = result.video
+            video = result._video
             if video is not None:
-                request = video.request or result.request
+                request = video.request or result._request
                 fallback = request.credits if request is not None else 0
                 self.credits += video.credits_used if video.credits_used else fallback
         elif outcome.status == "uncertain":
