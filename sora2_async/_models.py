@@ -173,15 +173,22 @@ class VideoRequest:
     MAX_IMAGE_URL_LENGTH: ClassVar[int] = MAX_IMAGE_URL_LENGTH
 
     prompt: str = attrs.field()
+    """What the video shows (at most 10,000 characters, something visible)."""
     mode: Mode | None = attrs.field(default=None, kw_only=True, converter=_optional_mode)
+    """``"textToVideo"`` or ``"imageToVideo"`` (or a :class:`Mode`); by default image-to-video
+    when ``image_urls`` is given, else text-to-video. Never ``None`` once built."""
     model_tier: ModelTier = attrs.field(default=ModelTier.SORA2, kw_only=True, converter=_tier)
+    """``"sora2"``, ``"sora2-pro-standard"`` or ``"sora2-pro-high"`` (or a :class:`ModelTier`)."""
     aspect_ratio: AspectRatio = attrs.field(
         default=AspectRatio.PORTRAIT,
         kw_only=True,
         converter=_ratio,
     )
+    """``"portrait"`` or ``"landscape"`` (or an :class:`AspectRatio`)."""
     duration: int = attrs.field(default=10, kw_only=True, converter=_duration)
+    """Seconds: ``10`` or ``15`` (the strings ``"10"`` and ``"15"`` are read too)."""
     image_urls: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_image_urls)
+    """Public http(s) URLs of the images to animate (at most 10); any iterable of strings."""
 
     @prompt.validator
     def _check_prompt(self, _: attrs.Attribute[str], value: Any) -> None:
@@ -231,8 +238,11 @@ class Task:
     """
 
     task_id: str
+    """The server's ``taskId``."""
     request: VideoRequest | None = None
+    """What was asked (``None`` for a task known only by its id)."""
     submitted_at: float | None = None
+    """When it was accepted, on the event loop's clock (``None`` when not known)."""
 
 
 @attrs.frozen
@@ -244,17 +254,26 @@ class TaskStatus:
     """
 
     task_id: str
+    """The task's id."""
     state: TaskState
+    """``processing``, ``completed`` or ``failed``."""
     progress: str | None = None
+    """The server's stage word (free-form, not a percentage)."""
     video_url: str | None = None
+    """Where the finished video is (completed tasks)."""
     generation_time: float | None = None
+    """Seconds the server took to make the video."""
     credits_used: int | None = None
+    """Credits charged for it, as the server reports."""
     error: str | None = None
+    """Why the task failed (failed tasks)."""
     error_code: str | None = None
+    """The server's ``errorCode`` of the failure."""
     message: str | None = None
-    #: The answer's JSON object as the server sent it (``None`` for a status not read from
-    #: an answer): the raw value of any optional field the SDK could not read.
+    """The server's ``message``, if any."""
     raw: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+    """The answer's JSON object as the server sent it (``None`` for a status not read from
+    an answer): the raw value of any optional field the SDK could not read."""
 
     @property
     def done(self) -> bool:
@@ -267,10 +286,15 @@ class Video:
     """A finished video: where to fetch it, what it took and cost, and what was asked."""
 
     task_id: str
+    """The task that made it."""
     url: str
+    """Where to fetch it (``client.download`` sends no key there)."""
     generation_time: float | None = None
+    """Seconds the server took to make it."""
     credits_used: int | None = None
+    """Credits charged for it."""
     request: VideoRequest | None = None
+    """What was asked (``None`` for a task followed by its id alone)."""
 
 
 @attrs.frozen(repr=False)
@@ -293,8 +317,10 @@ class BatchResult:
 
     _request: VideoRequest | None
     task: Task | None = None
+    """The accepted task (``None`` when the API never accepted the request)."""
     _video: Video | None = None
     error: BaseException | None = None
+    """What ended it without a video (``None`` when :attr:`ok`)."""
 
     @property
     def ok(self) -> bool:
