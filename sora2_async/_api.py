@@ -38,6 +38,7 @@ from ._limits import Lease, Limiter, Permit, RequestKind
 from ._models import TaskState, TaskStatus, VideoRequest
 from ._parse import parse_status, parse_task_id
 from ._retry import Backoff, RetryPolicy
+from ._telemetry import api_request
 
 __all__ = ["APICaller", "SendHooks", "is_transient"]
 
@@ -167,12 +168,16 @@ class APICaller:
         try:
             while True:
                 attempt += 1
+                asked = anyio.current_time()
                 admitted = await self._admit(kind, promise)
                 kind = RequestKind.POLL if kind is RequestKind.EXTRA_POLL else kind  # a retry waits
                 async with admitted as permit:
                     lease = lease or permit.lease
                     promise = None  # promised on the first admission only
-                    outcome = await self._send(path, body, attempt, idempotent, hooks)
+                    waited = anyio.current_time() - asked
+                    with api_request(_KIND[path], body, attempt, waited, self.limiter) as record:
+                        outcome = await self._send(path, body, attempt, idempotent, hooks)
+                        record.answered(*_answered(outcome))
                     if isinstance(outcome, _Retry) and isinstance(outcome.error, RateLimitError):
                         permit.rate_limited(outcome.retry_after)
                 if isinstance(outcome, Answer):
@@ -257,6 +262,16 @@ class APICaller:
         if lease is not None:
             with anyio.CancelScope(shield=True):
                 await self.limiter.release(lease)
+
+
+_KIND = {GENERATE_PATH: "generate", STATUS_PATH: "check_status"}
+
+
+def _answered(outcome: Answer | _Retry) -> tuple[int | None, BaseException | None]:
+    if isinstance(outcome, Answer):
+        return outcome.status_code, None
+    status = outcome.error.status_code if isinstance(outcome.error, APIError) else None
+    return status, outcome.error
 
 
 class _Skipped(Exception):

@@ -10,6 +10,7 @@ import datetime
 import logging
 import math
 import os
+import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +31,7 @@ from ._models import BatchResult, Task, TaskStatus, Video, VideoRequest, video_o
 from ._planner import Planner, PollPlanner, PollPolicy
 from ._retry import RetryPolicy
 from ._scheduler import Scheduler
+from ._telemetry import VideoTelemetry
 
 __all__ = ["DEFAULT_BASE_URL", "Sora2Client"]
 
@@ -121,6 +123,7 @@ class Sora2Client:
             max_concurrent=max_concurrent_requests,
         )
         self._events = EventHub()
+        self._telemetry = VideoTelemetry()
         self._api = APICaller(self._http, self._limiter, self._retry, self._events)
         policy = _scaled(poll_policy or PollPolicy(), time_scale)
         self._scheduler = Scheduler(
@@ -239,10 +242,15 @@ class Sora2Client:
         """
         task = await self._submit(_as_request(request))
         try:
-            return await self.wait(task, timeout=timeout)
+            video = await self.wait(task, timeout=timeout)
         except anyio.get_cancelled_exc_class():
             self._orphan(task)
             raise
+        except Sora2Error as exc:
+            self._telemetry.ended(task, BatchResult(task.request, task, error=exc))
+            raise
+        self._telemetry.ended(task, BatchResult(task.request, task, video=video))
+        return video
 
     def _orphan(self, task: Task) -> None:
         if task.task_id in self._orphans or self._scheduler.known(task.task_id) is not None:
@@ -324,6 +332,7 @@ class Sora2Client:
         # that lets the generate out, and the task is watched from then on. A bare generate
         # promises nothing: nobody may ever wait for it.
         due_in = self._scheduler.final_poll_after(request.model_tier) if promise else None
+        started_ns = time.time_ns()
         try:
             task_id, lease = await self._api.generate(request, promise=due_in, hooks=hooks)
         except Sora2Error as exc:
@@ -341,19 +350,23 @@ class Sora2Client:
             if promise:
                 await self._scheduler.adopt(task, lease)
         self._events.emit(EventKind.SUBMITTED, task_id=task_id, task=task, request=request)
+        if promise:  # followed: its span lasts until its result
+            self._telemetry.submitted(task, started_ns)
         return task
 
     async def _follow(self, task: Task) -> BatchResult:
         try:
             status = await self._scheduler.wait(task)
-            return BatchResult(task.request, task, video=video_of(task, status))
+            result = BatchResult(task.request, task, video=video_of(task, status))
         except Sora2Error as exc:
-            return BatchResult(task.request, task, error=exc)
+            result = BatchResult(task.request, task, error=exc)
+        self._telemetry.ended(task, result)
+        return result
 
     def _report_failure(self, result: BatchResult) -> None:
         self._events.emit(
             EventKind.FAILED,
-            request=result.request,
+            request=result._request,
             error=result.error,
             task_id=result.task.task_id if result.task else None,
         )

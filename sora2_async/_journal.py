@@ -31,7 +31,14 @@ import anyio
 import attrs
 
 from ._errors import Sora2Error
-from ._journal_db import JournalError, JournalUnreadableError, open_journal_db, unreadable
+from ._journal_db import (
+    JournalError,
+    JournalUnreadableError,
+    open_journal_db,
+    read_meta,
+    unreadable,
+    write_meta,
+)
 from ._models import TaskState, TaskStatus, VideoRequest
 
 __all__ = [
@@ -262,6 +269,14 @@ class SQLiteJournal:
             return [_entry(row) for row in rows]
 
         return await self._run(query)
+
+    async def meta(self, name: str) -> str | None:
+        """A fact recorded about the journal itself (``key_fingerprint``), or ``None``."""
+        return await self._run(lambda db: read_meta(db, name))
+
+    async def set_meta(self, name: str, value: str) -> None:
+        """Durably record a fact about the journal itself (never a secret)."""
+        await self._run(lambda db: write_meta(db, name, value))
 
     async def record_intent(self, key: str, request: VideoRequest) -> None:
         """Durably: ``request``'s generate is about to be sent."""

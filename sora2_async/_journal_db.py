@@ -15,7 +15,15 @@ from pathlib import Path
 
 from ._errors import Sora2Error
 
-__all__ = ["JournalError", "JournalUnreadableError", "SCHEMA", "open_journal_db"]
+__all__ = [
+    "META_SCHEMA",
+    "JournalError",
+    "JournalUnreadableError",
+    "SCHEMA",
+    "open_journal_db",
+    "read_meta",
+    "write_meta",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -32,6 +40,8 @@ CREATE TABLE IF NOT EXISTS entries (
     updated_at REAL NOT NULL
 )
 """
+# Facts about the journal itself (the fingerprint of the key it was made with: never a key).
+META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _COLUMNS = {
     "key",
     "request",
@@ -100,6 +110,7 @@ def open_journal_db(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
         db.execute("PRAGMA busy_timeout=5000")
         db.execute(SCHEMA)
+        db.execute(META_SCHEMA)
     except JournalError:
         db.close()
         raise
@@ -129,3 +140,15 @@ def _check(db: sqlite3.Connection, path: Path) -> None:
         raise unreadable(path, f"is damaged ({verdict[0] if verdict else 'no check result'})")
     if "entries" not in tables or not columns >= _COLUMNS:
         raise unreadable(path, "is an SQLite database, but not a sora2 journal")
+
+
+def read_meta(db: sqlite3.Connection, name: str) -> str | None:
+    """The journal's fact ``name``, or ``None``."""
+    row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def write_meta(db: sqlite3.Connection, name: str, value: str) -> None:
+    """Record the journal's fact ``name`` (durably, in one transaction)."""
+    with db:
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))

@@ -66,8 +66,8 @@ class _Intent:
 def final_status_of(result: BatchResult) -> TaskStatus | None:
     """The terminal status a batch result carries (``None`` when it has none: the task was
     never accepted, or following it failed before it ended)."""
-    if result.video is not None:
-        video = result.video
+    if result._video is not None:
+        video = result._video
         return TaskStatus(
             video.task_id,
             TaskState.COMPLETED,

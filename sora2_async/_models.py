@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, NoReturn, TypeAlias, TypeVar
 
 import attrs
 
@@ -24,14 +24,18 @@ from ._inputs import (
 
 __all__ = [
     "AspectRatio",
+    "AspectRatioValue",
     "BatchResult",
     "Mode",
+    "ModeValue",
     "ModelTier",
+    "ModelTierValue",
     "PRICE_TABLE",
     "Task",
     "TaskState",
     "TaskStatus",
     "Video",
+    "VideoDuration",
     "VideoRequest",
     "video_of",
 ]
@@ -82,50 +86,50 @@ PRICE_TABLE: Mapping[ModelTier, Mapping[int, int]] = {
 _DURATIONS = (10, 15)
 
 
-def _enum_converter(cls: type[enum.Enum], what: str) -> Any:
-    def convert(value: Any) -> Any:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in cls)
-            raise InvalidRequestError(
-                f"unknown {what} {value!r}: expected one of {allowed}", error_code="INVALID_INPUT"
-            ) from None
+# What each parameter of VideoRequest takes, for type checkers: the enum, or its wire value
+# as a string literal. A typo ("sora2-pro-ultra") fails mypy and pyright; any other value
+# still fails at run time, with InvalidRequestError.
+ModeValue: TypeAlias = Mode | Literal["textToVideo", "imageToVideo"]
+ModelTierValue: TypeAlias = ModelTier | Literal["sora2", "sora2-pro-standard", "sora2-pro-high"]
+AspectRatioValue: TypeAlias = AspectRatio | Literal["portrait", "landscape"]
+VideoDuration: TypeAlias = Literal[10, 15, "10", "15"]
 
-    return convert
+E = TypeVar("E", bound=enum.Enum)
 
 
-_to_tier = _enum_converter(ModelTier, "model tier")
-_to_ratio = _enum_converter(AspectRatio, "aspect ratio")
-_to_mode = _enum_converter(Mode, "mode")
+def _to_enum(cls: type[E], what: str, value: object) -> E:
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise InvalidRequestError(
+            f"unknown {what} {value!r}: expected one of {allowed}", error_code="INVALID_INPUT"
+        ) from None
 
 
-def _optional_mode(value: Any) -> Mode | None:
-    return None if value is None else _mode(value)
+def _optional_mode(value: ModeValue | None) -> Mode | None:
+    return None if value is None else _to_enum(Mode, "mode", value)
 
 
-def _mode(value: Any) -> Mode:
-    return _to_mode(value)  # type: ignore[no-any-return]
+def _tier(value: ModelTierValue) -> ModelTier:
+    return _to_enum(ModelTier, "model tier", value)
 
 
-def _tier(value: Any) -> ModelTier:
-    return _to_tier(value)  # type: ignore[no-any-return]
+def _ratio(value: AspectRatioValue) -> AspectRatio:
+    return _to_enum(AspectRatio, "aspect ratio", value)
 
 
-def _ratio(value: Any) -> AspectRatio:
-    return _to_ratio(value)  # type: ignore[no-any-return]
-
-
-def _duration(value: Any) -> int:
+def _duration(value: VideoDuration) -> int:
     # The wire carries "10"/"15" as strings; accept either form, nothing else (no "1_0",
     # "+10" or "10.0": int() would read some of those, the API would not).
     seconds: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        seconds = value
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        seconds = int(value.strip())
+    raw: object = value
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        seconds = raw
+    elif isinstance(raw, str) and re.fullmatch(r"[0-9]+", raw.strip()):
+        seconds = int(raw.strip())
     if seconds not in _DURATIONS:
         raise InvalidRequestError(
             f"duration must be 10 or 15 seconds, not {value!r}", error_code="INVALID_INPUT"
@@ -133,7 +137,8 @@ def _duration(value: Any) -> int:
     return seconds
 
 
-def _image_urls(value: Any) -> tuple[str, ...]:
+def _image_urls(urls: Iterable[str]) -> tuple[str, ...]:
+    value: Any = urls
     if isinstance(value, str):
         value = (value,)  # one URL given bare: a common slip, and unambiguous
     if not isinstance(value, Iterable) or isinstance(value, (bytes, Mapping)):
@@ -168,15 +173,22 @@ class VideoRequest:
     MAX_IMAGE_URL_LENGTH: ClassVar[int] = MAX_IMAGE_URL_LENGTH
 
     prompt: str = attrs.field()
+    """What the video shows (at most 10,000 characters, something visible)."""
     mode: Mode | None = attrs.field(default=None, kw_only=True, converter=_optional_mode)
+    """``"textToVideo"`` or ``"imageToVideo"`` (or a :class:`Mode`); by default image-to-video
+    when ``image_urls`` is given, else text-to-video. Never ``None`` once built."""
     model_tier: ModelTier = attrs.field(default=ModelTier.SORA2, kw_only=True, converter=_tier)
+    """``"sora2"``, ``"sora2-pro-standard"`` or ``"sora2-pro-high"`` (or a :class:`ModelTier`)."""
     aspect_ratio: AspectRatio = attrs.field(
         default=AspectRatio.PORTRAIT,
         kw_only=True,
         converter=_ratio,
     )
+    """``"portrait"`` or ``"landscape"`` (or an :class:`AspectRatio`)."""
     duration: int = attrs.field(default=10, kw_only=True, converter=_duration)
+    """Seconds: ``10`` or ``15`` (the strings ``"10"`` and ``"15"`` are read too)."""
     image_urls: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_image_urls)
+    """Public http(s) URLs of the images to animate (at most 10); any iterable of strings."""
 
     @prompt.validator
     def _check_prompt(self, _: attrs.Attribute[str], value: Any) -> None:
@@ -226,8 +238,11 @@ class Task:
     """
 
     task_id: str
+    """The server's ``taskId``."""
     request: VideoRequest | None = None
+    """What was asked (``None`` for a task known only by its id)."""
     submitted_at: float | None = None
+    """When it was accepted, on the event loop's clock (``None`` when not known)."""
 
 
 @attrs.frozen
@@ -239,17 +254,26 @@ class TaskStatus:
     """
 
     task_id: str
+    """The task's id."""
     state: TaskState
+    """``processing``, ``completed`` or ``failed``."""
     progress: str | None = None
+    """The server's stage word (free-form, not a percentage)."""
     video_url: str | None = None
+    """Where the finished video is (completed tasks)."""
     generation_time: float | None = None
+    """Seconds the server took to make the video."""
     credits_used: int | None = None
+    """Credits charged for it, as the server reports."""
     error: str | None = None
+    """Why the task failed (failed tasks)."""
     error_code: str | None = None
+    """The server's ``errorCode`` of the failure."""
     message: str | None = None
-    #: The answer's JSON object as the server sent it (``None`` for a status not read from
-    #: an answer): the raw value of any optional field the SDK could not read.
+    """The server's ``message``, if any."""
     raw: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+    """The answer's JSON object as the server sent it (``None`` for a status not read from
+    an answer): the raw value of any optional field the SDK could not read."""
 
     @property
     def done(self) -> bool:
@@ -262,28 +286,85 @@ class Video:
     """A finished video: where to fetch it, what it took and cost, and what was asked."""
 
     task_id: str
+    """The task that made it."""
     url: str
+    """Where to fetch it (``client.download`` sends no key there)."""
     generation_time: float | None = None
+    """Seconds the server took to make it."""
     credits_used: int | None = None
+    """Credits charged for it."""
     request: VideoRequest | None = None
+    """What was asked (``None`` for a task followed by its id alone)."""
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class BatchResult:
     """The outcome of one request of a batch: a ``video``, or the ``error`` that ended it.
+
+    Built as ``BatchResult(request, task=None, video=None, error=None)``. Check :attr:`ok`,
+    then read :attr:`video`: it is typed :class:`Video`, never ``None``, so
+    ``if result.ok: result.video.url`` type-checks. Reading ``video`` on a result without one
+    raises its ``error`` (as ``future.result()`` does).
+
+    ``request`` is the :class:`VideoRequest` the result answers. Every result of
+    ``client.batch(requests)`` has one, except for an item that was not a valid request (a
+    blank prompt string): reading it there raises that item's ``InvalidRequestError``. A task
+    followed by id alone (``client.as_completed(["task_id"])``) has no request either; use
+    :attr:`has_request` or :attr:`task` there.
 
     ``task`` is ``None`` when the request was never accepted by the API.
     """
 
-    request: VideoRequest | None
+    _request: VideoRequest | None
     task: Task | None = None
-    video: Video | None = None
+    """The accepted task (``None`` when the API never accepted the request)."""
+    _video: Video | None = None
     error: BaseException | None = None
+    """What ended it without a video (``None`` when :attr:`ok`)."""
 
     @property
     def ok(self) -> bool:
-        """Whether the request produced a video."""
-        return self.video is not None and self.error is None
+        """Whether the request produced a video (then :attr:`video` is it)."""
+        return self._video is not None and self.error is None
+
+    @property
+    def video(self) -> Video:
+        """The finished video.
+
+        Raises:
+            BaseException: this result's ``error``, when there is no video.
+        """
+        if self._video is None:
+            self._missing("video")
+        return self._video
+
+    @property
+    def request(self) -> VideoRequest:
+        """What was asked.
+
+        Raises:
+            BaseException: this result's ``error`` (or ``AttributeError``) when the request
+                is not known: see :attr:`has_request`.
+        """
+        if self._request is None:
+            self._missing("request")
+        return self._request
+
+    @property
+    def has_request(self) -> bool:
+        """Whether :attr:`request` is known (not for a task followed by its id alone)."""
+        return self._request is not None
+
+    def _missing(self, what: str) -> NoReturn:
+        if self.error is not None:
+            raise self.error
+        raise AttributeError(f"this BatchResult has no {what}")
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchResult(request={self._request!r}, task={self.task!r}, "
+            f"video={self._video!r}, error={self.error!r})"
+        )
 
 
 def video_of(task: Task, status: TaskStatus) -> Video:

@@ -74,18 +74,20 @@ def test_every_bad_line_is_listed_and_an_empty_file_is_refused() -> None:
         parse_lines(["", "# nothing"], jsonl=False)
 
 
-def test_every_command_takes_base_url_and_time_scale() -> None:
+def test_the_api_commands_take_base_url_and_every_command_time_scale() -> None:
     parser = build_parser()
     for argv in (
         ["generate", "x"],
         ["status", "t"],
         ["wait", "t"],
         ["batch", "p.txt", "--out", "d"],
-        ["simulator"],
-        ["demo"],
     ):
         args = parser.parse_args([*argv, "--base-url", "http://127.0.0.1:1", "--time-scale", "6"])
         assert (args.base_url, args.time_scale) == ("http://127.0.0.1:1", 6.0)
+    for argv in (["simulator"], ["demo"]):  # they talk to no API: no --base-url to offer
+        assert parser.parse_args([*argv, "--time-scale", "6"]).time_scale == 6.0
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, "--base-url", "http://127.0.0.1:1"])
     assert parser.parse_args(["demo"]).time_scale == 360.0
 
 

@@ -261,3 +261,23 @@ def test_batch_result_ok() -> None:
     assert not BatchResult(request, Task("t", request), video, RuntimeError("boom")).ok
     assert not BatchResult(request, None, None, InvalidRequestError("no")).ok
     assert not BatchResult(request).ok
+
+
+def test_batch_result_video_and_request_are_typed_not_optional() -> None:
+    request = VideoRequest("x")
+    video = Video("t", "https://video.nanophoto.ai/a.mp4", request=request)
+    done = BatchResult(request, Task("t", request), video)
+    assert done.video is video
+    assert done.request is request
+    assert done.has_request
+    assert "video=Video(" in repr(done)
+    failed = BatchResult(request, Task("t", request), error=RuntimeError("boom"))
+    with pytest.raises(RuntimeError, match="boom"):
+        _ = failed.video  # the error that ended it, as future.result() would
+    refused = BatchResult(None, error=InvalidRequestError("blank"))
+    assert not refused.has_request
+    with pytest.raises(InvalidRequestError):
+        _ = refused.request
+    with pytest.raises(AttributeError, match="no request"):
+        _ = BatchResult(None, Task("t")).request
+    assert attrs.evolve(done, error=RuntimeError("late")).video is video

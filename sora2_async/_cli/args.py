@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import __version__
 from .._models import AspectRatio, Mode, ModelTier
 from .budget import add_budget_option
 
@@ -35,11 +36,6 @@ def _positive_int(text: str) -> int:
 
 def _common(*, time_scale: float | None = 1.0) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="the API's base URL (default: $NANOPHOTO_BASE_URL, then https://nanophoto.ai)",
-    )
     shown = "1" if time_scale == 1.0 else f"{DEMO_TIME_SCALE:g}"
     common.add_argument(
         "--time-scale",
@@ -79,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     spends = argparse.ArgumentParser(add_help=False, parents=[common])
     add_budget_option(spends)
+    _talks_to_the_api(spends)
 
     generate = commands.add_parser(
         "generate", parents=[spends], help="submit one video", description="Submit one video."
@@ -88,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--wait", action="store_true", help="wait until it is done")
     generate.add_argument("--out", metavar="FILE", help="save the video there (implies --wait)")
 
-    status = commands.add_parser("status", parents=[spends], help="one status check of a task")
-    status.add_argument("task_id")
+    status = commands.add_parser(
+        "status", parents=[spends], help="one status check of a task, or a batch folder offline"
+    )
+    status.add_argument("task_id", metavar="TASK_ID|DIR")
 
     wait = commands.add_parser("wait", parents=[spends], help="wait for a task to finish")
     wait.add_argument("task_id")
@@ -135,7 +134,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="a batch of a dozen videos against the built-in simulator (no key, no network)",
     )
     _batch_options(demo, out_required=False)
+    _user_facing(parser, generate=generate, status=status, wait=wait)
     return parser
+
+
+# -- issue 15: the version, JSON for one video, shell completion ---------------------------------
+
+
+def _talks_to_the_api(parser: argparse.ArgumentParser) -> None:
+    # Only the commands that talk to the API take a base URL (not the simulator, not the demo).
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the API's base URL (default: $NANOPHOTO_BASE_URL, then https://nanophoto.ai)",
+    )
+
+
+def _user_facing(parser: argparse.ArgumentParser, **one_video: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"sora2 {__version__}")
+    for command in one_video.values():
+        command.add_argument("--json", action="store_true", help="print one JSON object")
+    one_video["status"].description = (
+        "TASK_ID: one check-status request (needs the key). DIR: a batch folder's journal and "
+        "manifest read offline, with no key and no request: counts by state, credits, "
+        "uncertain submissions, and what a resume would send."
+    )
+    try:
+        import shtab
+    except ImportError:  # shtab is in the 'cli' extra; completion is optional
+        return
+    shtab.add_argument_to(parser, ["--print-completion"], help="print a shell completion script")
 
 
 def _batch_options(parser: argparse.ArgumentParser, *, out_required: bool) -> None:

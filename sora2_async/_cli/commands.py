@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
-import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+import anyio
 
 from .._budget import RateLimit
-from .._client import API_KEY_ENV, Sora2Client
+from .._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, Sora2Client
 from .._errors import BudgetStoreError
-from .._models import VideoRequest
-from .budget import open_budget
+from .._models import Video, VideoRequest
+from .budget import key_fingerprint, open_budget
 from .display import JsonReporter, Reporter, RichReporter
+from .folder_status import key_matches, read_folder, render
 from .inputs import read_requests
 from .runner import BatchOptions, CLIError, run_batch
 
@@ -54,6 +58,11 @@ async def open_client(args: argparse.Namespace) -> AsyncIterator[Sora2Client]:
             yield client
 
 
+def base_url_of(args: argparse.Namespace) -> str:
+    """The base URL a command talks to: ``--base-url``, then the environment, then the API's."""
+    return getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+
+
 def ask_on_terminal(question: str) -> bool:
     """Ask on the terminal (stderr), yes or no; refuse when nobody can answer.
 
@@ -62,7 +71,7 @@ def ask_on_terminal(question: str) -> bool:
     """
     if not sys.stdin.isatty():
         raise CLIError(
-            f"{question.removesuffix(' Submit? [y/N] ')}: pass --yes to submit without a "
+            f"{question.removesuffix('. Submit? [y/N] ')}: pass --yes to submit without a "
             "question (nothing was submitted)"
         )
     sys.stderr.write(question)
@@ -86,9 +95,25 @@ async def batch(args: argparse.Namespace) -> int:
         max_credits=args.max_credits,
         yes=args.yes,
         resubmit_uncertain=args.resubmit_uncertain,
+        key_fingerprint=key_fingerprint(os.environ.get(API_KEY_ENV, ""), base_url_of(args)),
     )
     async with open_client(args) as client:
         return await run_batch(client, lines, options, reporter_for(args), ask_on_terminal)
+
+
+def _print_json(**fields: Any) -> None:
+    print(json.dumps(fields, default=str), flush=True)
+
+
+def _video_fields(video: Video, saved: Path | None) -> dict[str, Any]:
+    return {
+        "task_id": video.task_id,
+        "state": "completed",
+        "video_url": video.url,
+        "generation_time": video.generation_time,
+        "credits_used": video.credits_used,
+        "file": str(saved) if saved else None,
+    }
 
 
 async def generate(args: argparse.Namespace) -> int:
@@ -103,21 +128,47 @@ async def generate(args: argparse.Namespace) -> int:
     )
     async with open_client(args) as client:
         task = await client.generate(request)
-        print(f"submitted {task.task_id} ({request.credits} credits)", flush=True)
+        if not args.json:
+            print(f"submitted {task.task_id} ({request.credits} credits)", flush=True)
         if not (args.wait or args.out):
-            print(f"follow it with: sora2 wait {task.task_id} --out video.mp4")
+            if args.json:
+                _print_json(task_id=task.task_id, state="submitted", credits=request.credits)
+            else:
+                print(f"follow it with: sora2 wait {task.task_id} --out video.mp4")
             return 0
         video = await client.wait(task)
-        print(f"completed {video.task_id}: {video.url}")
-        if args.out:
-            print(f"saved {await client.download(video, args.out)}")
+        if not args.json:
+            print(f"completed {video.task_id}: {video.url}")
+        saved = await client.download(video, args.out) if args.out else None
+        if args.json:
+            _print_json(**_video_fields(video, saved), credits=request.credits)
+        elif saved:
+            print(f"saved {saved}")
     return 0
 
 
 async def status(args: argparse.Namespace) -> int:
-    """``sora2 status TASK_ID``: exactly one check-status request."""
+    """``sora2 status TASK_ID``: exactly one check-status request; ``sora2 status DIR``:
+    the batch folder read offline (no key, no request)."""
+    target = Path(args.task_id)
+    if await anyio.Path(target).is_dir():
+        return folder_status(target, args)
+    if os.sep in args.task_id or "/" in args.task_id:
+        raise CLIError(f"no such batch folder: {args.task_id}")
     async with open_client(args) as client:
         got = await client.check_status(args.task_id)
+    if args.json:
+        _print_json(
+            task_id=got.task_id,
+            state=got.state.value,
+            progress=got.progress,
+            video_url=got.video_url,
+            generation_time=got.generation_time,
+            credits_used=got.credits_used,
+            error=got.error,
+            error_code=got.error_code,
+        )
+        return 0
     print(f"{got.task_id}: {got.state.value}" + (f" ({got.progress})" if got.progress else ""))
     for name, value in (
         ("video", got.video_url),
@@ -134,9 +185,25 @@ async def wait(args: argparse.Namespace) -> int:
     """``sora2 wait TASK_ID``: poll under the budget until it ends; save it if asked."""
     async with open_client(args) as client:
         video = await client.wait(args.task_id)
-        print(f"completed {video.task_id}: {video.url}")
-        if args.out:
-            print(f"saved {await client.download(video, args.out)}")
+        saved = await client.download(video, args.out) if args.out else None
+    if args.json:
+        _print_json(**_video_fields(video, saved))
+        return 0
+    print(f"completed {video.task_id}: {video.url}")
+    if saved:
+        print(f"saved {saved}")
+    return 0
+
+
+def folder_status(folder: Path, args: argparse.Namespace) -> int:
+    """``sora2 status DIR``: read the folder's journal and manifest; send nothing."""
+    found = read_folder(folder)
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    matches = key_matches(found, key_fingerprint(key, base_url_of(args)) if key else None)
+    if args.json:
+        _print_json(**found.to_json(matches))
+    else:
+        print(render(found, matches))
     return 0
 
 
@@ -145,9 +212,6 @@ def simulator(args: argparse.Namespace, extra: list[str]) -> int:
     from ..testing.__main__ import main as serve
 
     host, port = args.host, args.port
-    if args.base_url:  # listen where clients will be pointed
-        url = urllib.parse.urlsplit(args.base_url)
-        host, port = url.hostname or host, url.port or port
     argv = ["--host", host, "--port", str(port), "--time-scale", f"{args.time_scale:g}"]
     argv += ["--rate-limit", str(args.rate_limit)]
     return serve([*argv, *extra])

@@ -19,7 +19,7 @@ from .._budget import RateLimit
 from .._client import Sora2Client
 from .._models import VideoRequest
 from ..testing import Simulator
-from .commands import open_client, reporter_for
+from .commands import reporter_for
 from .inputs import Line
 from .runner import JOURNAL_NAME, BatchOptions, run_batch
 
@@ -64,16 +64,11 @@ To run it for real:
 
 
 async def demo(args: argparse.Namespace) -> int:
-    """Run the demo batch; against ``--base-url`` (a ``sora2 simulator``) if given."""
+    """Run the demo batch on the built-in simulator."""
     out_dir = Path(args.out)
     lines = [Line(number, request) for number, request in enumerate(DEMO_REQUESTS, start=1)]
     options = BatchOptions(out_dir=out_dir, max_in_flight=args.max_in_flight, simulated=True)
     reporter = reporter_for(args)
-    if args.base_url:
-        async with open_client(args) as client:
-            code = await run_batch(client, lines, options, reporter, _never_asked)
-        reporter.note(_FOR_REAL)
-        return code
     await _forget_earlier_demo(out_dir)
     simulator = Simulator(
         seed="sora2-demo",

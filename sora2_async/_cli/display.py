@@ -23,10 +23,11 @@ from rich.table import Table
 from rich.text import Text
 
 from .._events import Event
+from .estimate import format_duration
 from .plan import Plan
 from .tracker import Outcome, Tracker
 
-__all__ = ["JsonReporter", "Reporter", "RichReporter", "Summary"]
+__all__ = ["JsonReporter", "Reporter", "RichReporter", "Summary", "budget_line"]
 
 _MAX_ROWS = 12  # videos shown in flight; the rest are counted
 
@@ -85,14 +86,15 @@ class RichReporter(Reporter):
 
     def outcome(self, outcome: Outcome) -> None:
         result = outcome.result
-        prompt = result.request.prompt if result.request else "?"
+        prompt = result.request.prompt if result.has_request else "?"
         mark = {"completed": "[green]done[/]", "failed": "[red]failed[/]"}.get(
             outcome.status, f"[yellow]{outcome.status.replace('_', ' ')}[/]"
         )
         where = f" → {escape(str(outcome.file))}" if outcome.file else ""
         why = f" ({escape(outcome.error)})" if outcome.error else ""
         earlier = " [dim](earlier run)[/]" if outcome.earlier else ""
-        self.console.print(f"{mark} {escape(prompt[:60])}{where}{earlier}{why}")
+        line = f"[dim]#{outcome.line}[/] " if outcome.line is not None else ""
+        self.console.print(f"{mark} {line}{escape(prompt[:60])}{where}{earlier}{why}")
         self._refresh()
 
     def event(self, event: Event) -> None:
@@ -119,20 +121,27 @@ class RichReporter(Reporter):
         bar.add_row(
             ProgressBar(total=max(1, t.total), completed=t.finished, width=40),
             f"{t.finished}/{t.total} · {t.completed} done · {t.failed} failed · "
-            f"{len(t.in_flight)} in flight · {_ago(t.elapsed)}",
+            f"{len(t.in_flight)} in flight · {_ago(t.elapsed)}"
+            + (
+                f" · ETA {format_duration(t.eta)}"
+                if t.eta is not None and t.finished < t.total
+                else ""
+            ),
         )
         videos = Table.grid(padding=(0, 2))
         now = time.monotonic()
         rows = sorted(t.in_flight.values(), key=lambda v: v.since)
         for video in rows[:_MAX_ROWS]:
             prompt = video.request.prompt[:48] if video.request else "(from an earlier run)"
+            if video.line is not None:
+                prompt = f"#{video.line} {prompt}"
             stage = video.state + (f" ({video.progress})" if video.progress else "")
             videos.add_row(
                 Text(video.task_id[:14], style="dim"), stage, _ago(now - video.since), Text(prompt)
             )
         if len(rows) > _MAX_ROWS:
             videos.add_row("", f"... and {len(rows) - _MAX_ROWS} more", "", "")
-        return Group(bar, videos, Text(_budget_line(t), style="cyan"))
+        return Group(bar, videos, Text(budget_line(t), style="cyan"))
 
     def summary(self, summary: Summary) -> None:
         self.stop()
@@ -145,18 +154,28 @@ class RichReporter(Reporter):
         self.console.print(table)
 
 
-def _budget_line(t: Tracker) -> str:
+def budget_line(t: Tracker) -> str:
+    """The budget in one line of at most 80 columns."""
     b = t.budget
     if b is None:
-        return f"budget: waiting for the first answer · 429s: {t.rate_limited}"
-    hour = "this hour" if abs(b.window - 3600) < 60 else f"in this {b.window:.0f}s window"
-    free = "now" if b.next_free_in <= 0 else f"in {b.next_free_in:.0f}s"
-    waiting = " · a submission waits for budget" if b.waiting_generates else ""
-    return (
-        f"budget: {max(0, b.limit - b.used)} of {b.limit} requests left {hour} "
-        f"({b.reserved} promised to running videos) · next free slot {free}{waiting} · "
-        f"429s: {b.rate_limited}"
+        return f"budget: waiting for the first answer · 429s {t.rate_limited}"
+    window = "/h" if abs(b.window - 3600) < 60 else f"/{_short_time(b.window)}"
+    free = "now" if b.next_free_in <= 0 else f"in {_short_time(b.next_free_in)}"
+    waiting = " · queued" if b.waiting_generates else ""  # a submission waits for budget
+    line = (
+        f"budget: {max(0, b.limit - b.used)}/{b.limit}{window} free · {b.reserved} promised"
+        f" · next {free} · 429s {b.rate_limited}{waiting}"
     )
+    return line if len(line) <= 80 else line[:79] + "…"
+
+
+def _short_time(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    return f"{seconds // 60}m" if seconds < 7200 else f"{seconds // 3600}h"
 
 
 class JsonReporter(Reporter):
@@ -173,6 +192,7 @@ class JsonReporter(Reporter):
         self._emit(
             event="plan",
             requests=len(plan.items),
+            estimate_seconds=None if tracker.eta is None else round(tracker.eta, 1),
             to_send=len(plan.to_send),
             running=len(plan.running),
             ended=len(plan.ended),
@@ -211,9 +231,10 @@ class JsonReporter(Reporter):
             event="result",
             status=outcome.status,
             task_id=result.task.task_id if result.task else None,
-            prompt=result.request.prompt if result.request else None,
+            prompt=result.request.prompt if result.has_request else None,
             file=str(outcome.file) if outcome.file else None,
             earlier=outcome.earlier,
+            line=outcome.line,
             error=outcome.error,
         )
 

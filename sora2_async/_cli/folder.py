@@ -14,11 +14,20 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .._journal import JournalEntry
+from .._journal import JournalEntry, SQLiteJournal
 from .errors import CLIError
 from .plan import MANIFEST
 
-__all__ = ["check_before_opening", "check_against_journal", "remove_part_files"]
+__all__ = [
+    "KEY_FINGERPRINT",
+    "check_against_journal",
+    "check_before_opening",
+    "check_journal_key",
+    "remove_part_files",
+]
+
+#: The journal's record of the key it was made with: a fingerprint (SHA-256), never the key.
+KEY_FINGERPRINT = "key_fingerprint"
 
 # ``.{video}.{12 hex}.part`` (the SDK's download) and ``.manifest.*.part`` (write_manifest).
 _PART = re.compile(r"^\.(?:.+\.[0-9a-f]{12}|manifest\..+)\.part$")
@@ -70,6 +79,28 @@ def check_against_journal(out_dir: Path, journal: Path, entries: Iterable[Journa
         raise _refuse(
             f"{out_dir / MANIFEST} lists {len(strangers)} task(s) the journal {journal} does "
             f"not know ({shown}): the journal is not this folder's, or an older copy"
+        )
+
+
+async def check_journal_key(journal: SQLiteJournal, fingerprint: str) -> None:
+    """Refuse a journal made with another key (or base URL); record the key of a new one.
+
+    Its tasks belong to the key that made them: followed with another, each would end in
+    TASK_NOT_FOUND, and its uncertain requests could not be judged.
+
+    Raises:
+        CLIError: saying so (nothing was sent).
+    """
+    stored = await journal.meta(KEY_FINGERPRINT)
+    if stored is None:
+        await journal.set_meta(KEY_FINGERPRINT, fingerprint)
+    elif stored != fingerprint:
+        raise CLIError(
+            f"the journal {journal.path} was made with another API key (or base URL): its "
+            "tasks belong to that key, and this one would be told TASK_NOT_FOUND for each. "
+            "Nothing was sent. Set NANOPHOTO_API_KEY (and --base-url) as for that run, or "
+            "use another --out folder",
+            code=2,
         )
 
 

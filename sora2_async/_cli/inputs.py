@@ -9,6 +9,7 @@ Blank lines and lines starting with ``#`` are skipped in either format.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import attrs
 from .._errors import InvalidRequestError
 from .._models import VideoRequest
 
-__all__ = ["FIELDS", "InputError", "Line", "parse_lines", "read_requests"]
+__all__ = ["FIELDS", "InputError", "Line", "decode", "parse_lines", "read_requests"]
 
 #: Accepted JSONL field names: each Python name, and its wire name.
 FIELDS: Mapping[str, str] = {
@@ -35,6 +36,7 @@ FIELDS: Mapping[str, str] = {
 }
 
 _MAX_SHOWN = 10  # bad lines listed before "and N more"
+_log = logging.getLogger("sora2_async.cli")
 
 
 @attrs.frozen
@@ -65,8 +67,59 @@ def read_requests(path: str | Path) -> list[Line]:
         OSError: when the file cannot be read.
     """
     source = str(path)
-    text = Path(path).read_text(encoding="utf-8")
-    return parse_lines(text.splitlines(), source=source, jsonl=_looks_like_jsonl(path, text))
+    text = decode(Path(path).read_bytes(), source)
+    jsonl = _looks_like_jsonl(path, text)
+    lines = parse_lines(text.splitlines(), source=source, jsonl=jsonl)
+    if not jsonl:
+        _warn_about_json(lines, source)
+    return lines
+
+
+def decode(data: bytes, source: str) -> str:
+    """``data`` as UTF-8 text (a BOM is dropped).
+
+    Raises:
+        InputError: naming the first line that is not UTF-8 (or a file that is not text).
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        number = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        what = "a binary file, not text" if b"\0" in data[:4096] else "not UTF-8"
+        raise InputError(
+            source,
+            [
+                (
+                    number,
+                    f"{what} (byte 0x{data[exc.start]:02x} at column {column}): save the file "
+                    "as UTF-8, one prompt a line or JSONL",
+                )
+            ],
+        ) from None
+
+
+def _warn_about_json(lines: list[Line], source: str) -> None:
+    # A plain-text file's line is a prompt, whole: a JSON object there is a slip (a .jsonl
+    # file saved as .txt, say) that would be sent as the words of a prompt.
+    suspects = [line.number for line in lines if _is_json_object(line.request.prompt)]
+    if suspects:
+        shown = ", ".join(str(n) for n in suspects[:10]) + (", ..." if len(suspects) > 10 else "")
+        _log.warning(
+            "%s: line(s) %s look like JSON, but the file is read as plain text (one prompt a "
+            "line), so each whole line would be a prompt; name it .jsonl to read it as JSONL",
+            source,
+            shown,
+        )
+
+
+def _is_json_object(text: str) -> bool:
+    if not (text.startswith("{") and text.endswith("}")):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _looks_like_jsonl(path: str | Path, text: str) -> bool:

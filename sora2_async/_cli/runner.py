@@ -25,7 +25,13 @@ from .._journal import JournalError, SQLiteJournal
 from .._models import BatchResult, VideoRequest
 from .display import Reporter
 from .errors import CLIError
-from .folder import check_against_journal, check_before_opening, remove_part_files
+from .estimate import estimate_seconds, format_duration
+from .folder import (
+    check_against_journal,
+    check_before_opening,
+    check_journal_key,
+    remove_part_files,
+)
 from .inputs import Line
 from .plan import MANIFEST, Plan, make_plan, video_filename, write_manifest
 from .tracker import Outcome, Tracker, status_of
@@ -49,6 +55,8 @@ class BatchOptions:
     yes: bool = False
     resubmit_uncertain: bool = False
     simulated: bool = False  #: no real credits at stake: do not ask
+    #: the key's fingerprint (``key_fingerprint``): a journal made with another key is refused
+    key_fingerprint: str | None = None
 
 
 async def run_batch(
@@ -77,12 +85,24 @@ async def run_batch(
         reporter.note(f"removed {removed} part file(s) a stopped run left behind")
     async with SQLiteJournal(journal_path) as journal:
         check_against_journal(options.out_dir, journal_path, await journal.entries())
+        if options.key_fingerprint is not None:
+            await check_journal_key(journal, options.key_fingerprint)
         plan = await make_plan(journal, lines, resubmit_uncertain=options.resubmit_uncertain)
-        _confirm(plan, options, reporter, ask)
+        budget = await client.limiter.snapshot()  # the shared store's figures; sends nothing
+        eta = estimate_seconds(
+            to_send=[item.line.request.model_tier for item in plan.to_send],
+            running=[item.line.request.model_tier for item in plan.running],
+            limit=budget.limit,
+            window=budget.window,
+            free_now=budget.available,
+            final_poll_after=client.planner.final_poll_after,
+            max_in_flight=options.max_in_flight,
+        )
+        _confirm(plan, options, reporter, ask, eta)
         return await _Run(client, journal, plan, options, reporter).run()
 
 
-def _confirm(plan: Plan, options: BatchOptions, reporter: Reporter, ask: Ask) -> None:
+def _confirm(plan: Plan, options: BatchOptions, reporter: Reporter, ask: Ask, eta: float) -> None:
     if plan.uncertain:
         shown = ", ".join(f"line {i.line.number}" for i in plan.uncertain[:10])
         reporter.note(
@@ -97,6 +117,8 @@ def _confirm(plan: Plan, options: BatchOptions, reporter: Reporter, ask: Ask) ->
     extra = "; ".join(part for part in resumed if part)
     count = len(plan.to_send)
     price = f"{count} video(s) to submit, {plan.credits} credits" + (f" ({extra})" if extra else "")
+    if count or plan.running:
+        price += f", about {format_duration(eta)} at the key's rate limit"
     if options.simulated:
         price += " — simulated: no credits are spent"
     if count and options.max_credits is not None and plan.credits > options.max_credits:
@@ -132,8 +154,15 @@ class _Run:
         self.local_errors: list[str] = []  # a video not saved, a journal not written
         self._downloads = anyio.CapacityLimiter(4)
         self._earlier = {i.entry.task_id for i in plan.ended if i.entry and i.entry.task_id}
+        self._to_send = [item.line.request.model_tier for item in plan.to_send]
+        self._lines = {id(item.line.request): item.line.number for item in plan.items}
+        self._lines_by_value: dict[VideoRequest, int] = {}
+        for item in plan.items:
+            self._lines_by_value.setdefault(item.line.request, item.line.number)
+        self.tracker.lines = self._lines
 
     async def run(self) -> int:
+        self.tracker.eta = self._eta()
         self.reporter.start(self.plan, self.tracker)
         remove = self.client.on_event(self._on_event)
         try:
@@ -164,7 +193,28 @@ class _Run:
         # Events stop while the budget binds: the display's countdown must go on anyway.
         while True:
             self.tracker.budget = self.client.budget()  # a snapshot; sends nothing
+            self.tracker.eta = self._eta()
             await anyio.sleep(0.25)
+
+    def _eta(self) -> float:
+        t, b = self.tracker, self.client.budget()
+        unsent = len(self._to_send) - t.submitted - t.not_submitted - t.uncertain
+        running = [v.request.model_tier if v.request else None for v in t.in_flight.values()]
+        return estimate_seconds(
+            to_send=self._to_send[len(self._to_send) - max(0, unsent) :],
+            running=running,
+            limit=b.limit,
+            window=b.window,
+            free_now=b.limit - b.used,
+            final_poll_after=self.client.planner.final_poll_after,
+            max_in_flight=self.options.max_in_flight,
+        )
+
+    def _line_of(self, result: BatchResult) -> int | None:
+        request = result._request
+        if request is None:
+            return None
+        return self._lines.get(id(request), self._lines_by_value.get(request))
 
     def _on_event(self, event: Event) -> None:
         self.tracker.on_event(event)
@@ -189,14 +239,14 @@ class _Run:
         earlier = task_id in self._earlier
         file: Path | None = None
         error = None if result.error is None else _short(result.error)
-        if result.video is not None and result.request is not None and task_id is not None:
+        if result._video is not None and result.has_request and task_id is not None:
             target = self.options.out_dir / video_filename(result.request, task_id)
             if earlier and await anyio.Path(target).exists():
                 file = target
             else:
                 try:
                     async with self._downloads:
-                        file = await self.client.download(result.video, target)
+                        file = await self.client.download(result._video, target)
                 except Sora2Error as exc:
                     error = f"download failed: {_short(exc)}"
                 except OSError as exc:  # a read-only folder, a full disk: ours, not the API's
@@ -208,9 +258,9 @@ class _Run:
             self.local_errors.append(_short(result.error))
         if error and task_id is not None:
             self.errors[task_id] = error
-        elif error and result.request is not None:
+        elif error and result.has_request:
             self.unsent[result.request] = error
-        outcome = Outcome(result, status, file, error, earlier)
+        outcome = Outcome(result, status, file, error, earlier, self._line_of(result))
         self.tracker.on_outcome(outcome)
         self.reporter.outcome(outcome)
 

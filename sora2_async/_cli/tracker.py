@@ -29,6 +29,7 @@ class InFlight:
     since: float  #: ``time.monotonic()`` when this run first saw it
     state: str = "submitted"
     progress: str | None = None
+    line: int | None = None  #: its line in the input (prompts from one template differ there)
 
 
 @attrs.frozen
@@ -40,6 +41,7 @@ class Outcome:
     file: Path | None = None
     error: str | None = None
     earlier: bool = False  #: it had ended in an earlier run (nothing was spent on it now)
+    line: int | None = None  #: its line in the input
 
 
 @attrs.define
@@ -60,6 +62,9 @@ class Tracker:
     in_flight: dict[str, InFlight] = attrs.field(factory=dict)
     budget: BudgetState | None = None
     insufficient: InsufficientCreditsError | None = None
+    #: the input's line of each request, by ``id(request)`` (for the display)
+    lines: dict[int, int] = attrs.field(factory=dict)
+    eta: float | None = None  #: seconds until the last video is done, as estimated now
 
     @property
     def finished(self) -> int:
@@ -82,7 +87,10 @@ class Tracker:
             self.budget = event.budget
         if event.kind is EventKind.SUBMITTED and event.task_id is not None:
             self.submitted += 1
-            self.in_flight[event.task_id] = InFlight(event.task_id, event.request, time.monotonic())
+            line = self.lines.get(id(event.request)) if event.request is not None else None
+            self.in_flight[event.task_id] = InFlight(
+                event.task_id, event.request, time.monotonic(), line=line
+            )
         elif event.kind is EventKind.POLLED and event.status is not None:
             self.polls += 1
             status = event.status
@@ -104,9 +112,9 @@ class Tracker:
         self.earlier += outcome.earlier
         if outcome.status == "completed":
             self.completed += 1
-            video = result.video
+            video = result._video
             if video is not None:
-                request = video.request or result.request
+                request = video.request or result._request
                 fallback = request.credits if request is not None else 0
                 self.credits += video.credits_used if video.credits_used else fallback
         elif outcome.status == "uncertain":

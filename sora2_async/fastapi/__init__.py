@@ -23,6 +23,14 @@ any number of HTTP clients can watch a video for the price of one poller::
 A complete app, with server-sent events and batches, is ``docs/examples/fastapi_app.py``.
 """
 
+try:
+    import fastapi as _fastapi  # noqa: F401
+except ImportError as _missing:  # the 'fastapi' extra: say which, not a bare ModuleNotFoundError
+    raise ModuleNotFoundError(
+        "sora2_async.fastapi needs FastAPI: pip install 'sora2-async[fastapi]'",
+        name=_missing.name,
+    ) from None
+
 from ._app import (
     STATE_KEY,
     Sora2,

@@ -91,6 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        import uvicorn  # noqa: F401
+    except ImportError:  # the 'server' extra: one line, not a traceback
+        print(
+            "error: serving the simulator over HTTP needs uvicorn: "
+            "pip install 'sora2-async[server]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
         simulator = simulator_from_args(args)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
