@@ -38,6 +38,11 @@ logger = logging.getLogger("sora2_async")
 #: Connect fast, allow a slow answer: the API itself answers in well under a minute.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
+# httpx's default pool, but idle connections are dropped after 2 s rather than 5: many
+# servers (uvicorn, Node) close theirs after 5 s, and a generate sent on a connection the
+# server is closing at that moment is reset, and turns uncertain (it may have been charged).
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=2.0)
+
 # Failures before any byte of the request can have been sent: safe to re-send anything.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -97,7 +102,9 @@ class HTTPLayer:
         self._owns_client = http_client is None
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
         self.client = (
-            http_client if http_client is not None else httpx.AsyncClient(transport=transport)
+            http_client
+            if http_client is not None
+            else httpx.AsyncClient(transport=transport, limits=_LIMITS)
         )
         # Thousands of due pollers must wait here (O(1) a wait), not inside httpx's
         # connection pool, which rescans its whole queue on every event.

@@ -18,6 +18,10 @@ from ._simulator import Simulator
 
 __all__ = ["run_server", "serve_in_thread"]
 
+# Idle keep-alive connections stay open this long (uvicorn's default is 5 s, httpx's pool
+# keeps them 5 s too: a client reusing one just as the server closes it sees a reset).
+_KEEP_ALIVE = 30
+
 
 def _require_uvicorn() -> None:
     try:
@@ -76,7 +80,12 @@ def serve_in_thread(
     sim._use_real_clock(time.monotonic)
     sock = _bind(host, port)
     config = uvicorn.Config(
-        sim.asgi_app(), lifespan="on", log_level=log_level, log_config=None, access_log=False
+        sim.asgi_app(),
+        lifespan="on",
+        log_level=log_level,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=_KEEP_ALIVE,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
@@ -113,6 +122,11 @@ def run_server(
 
     simulator._use_real_clock(time.monotonic)
     config = uvicorn.Config(
-        simulator.asgi_app(), host=host, port=port, log_level=log_level, lifespan="on"
+        simulator.asgi_app(),
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_keep_alive=_KEEP_ALIVE,
     )
     uvicorn.Server(config).run()
