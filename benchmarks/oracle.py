@@ -15,6 +15,7 @@ beat it by more than its greed loses (none in the cases measured: a batch at onc
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import deque
 from collections.abc import Sequence
@@ -74,11 +75,10 @@ def oracle(
         if nxt < len(order) and arrivals[order[nxt]] <= now:
             video = order[nxt]
             done = now + durations[video]
-            # Hold the generate if the window at its completion could not take the checks
-            # due by then: those in flight, and its own.
-            due_before = sum(1 for d, _ in checks if d <= done) + 1
-            still = sum(1 for s in sent if s + window > done) + 1  # + this generate
-            if still + due_before <= limit or not checks:
+            # Hold the generate if, at the due time of some check (its own included), the
+            # window would then hold more than the limit: what is sent and still counts
+            # then, this generate, and every check due by then.
+            if not checks or _fits(sent, [d for d, _ in checks], done, limit, window):
                 sent.append(now)
                 heapq.heappush(checks, (done, video))
                 nxt += 1
@@ -90,3 +90,12 @@ def oracle(
         # Nothing is ready yet: move to the next event.
         now = min((c for c in candidates if c > now), default=now)
     return OracleResult(makespan, tuple(delays), 2 * len(arrivals))
+
+
+def _fits(sent: deque[float], dues: list[float], done: float, limit: int, window: float) -> bool:
+    times = list(sent)
+    for k, due in enumerate(sorted([*dues, done]), start=1):
+        counting = len(times) - bisect.bisect_right(times, due - window) + 1
+        if counting + k > limit:
+            return False
+    return True

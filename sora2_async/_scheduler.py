@@ -27,20 +27,25 @@ from ._events import EventHub, EventKind
 from ._limits import Lease, Limiter, RequestKind
 from ._models import ModelTier, Task, TaskState, TaskStatus, video_of
 from ._planner import Demand, Planner, PollPolicy, Tracked
+from ._slack import RepollSlack
 
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger("sora2_async")
 
+# Above this share of the limit used, polls go one at a time (see _poll_once).
+_EDGE = 0.9
+
 
 class _DemandLog:
     """When this process submitted videos and spent extra polls, over the last window."""
 
-    __slots__ = ("_extras", "_submissions")
+    __slots__ = ("_extras", "_submissions", "queued")
 
     def __init__(self) -> None:
         self._submissions: deque[float] = deque()
         self._extras: deque[float] = deque()
+        self.queued = 0  # submissions batches hold that have not asked the budget yet
 
     def note(self, *, extra: bool) -> None:
         (self._extras if extra else self._submissions).append(anyio.current_time())
@@ -50,7 +55,7 @@ class _DemandLog:
         for times in (self._submissions, self._extras):
             while times and times[0] <= horizon:
                 times.popleft()
-        return Demand(len(self._submissions), len(self._extras))
+        return Demand(len(self._submissions), len(self._extras), max(0, self.queued))
 
 
 @attrs.define(eq=False)
@@ -93,6 +98,8 @@ class Scheduler:
         self._min_interval = min_interval / time_scale
         self._time_scale = time_scale
         self._demand = _DemandLog()
+        self._slack = RepollSlack(limiter)
+        self._edge = anyio.Lock()
         self._watches: dict[str, _Watch] = {}
         self._finished: OrderedDict[str, TaskStatus] = OrderedDict()
         self._remember = remember
@@ -116,6 +123,24 @@ class Scheduler:
     def submitted(self) -> None:
         """Count a submission of this process (the planner's view of demand)."""
         self._demand.note(extra=False)
+
+    def queued(self, change: int) -> None:
+        """Submissions a batch holds that have not asked the budget yet went up or down by
+        ``change`` (they are demand: no extra poll is spent while they need the budget)."""
+        self._demand.queued += change
+
+    async def _resize_slack(self) -> None:
+        sizer = getattr(self._planner, "repoll_slack", None)
+        if sizer is None:
+            return
+        target = sizer(self._limiter.last_state, len(self._watches))
+        await self._slack.resize(target, self._planner.final_poll_after(None))
+
+    def _tell(self, hook: str, *args: object, **kwargs: object) -> None:
+        """Call the planner's optional learning ``hook`` if it has one."""
+        method = getattr(self._planner, hook, None)
+        if method is not None:
+            method(*args, **kwargs)
 
     def known(self, task_id: str) -> TaskStatus | None:
         """The latest status seen of ``task_id`` without sending anything, or ``None``."""
@@ -145,6 +170,7 @@ class Scheduler:
             age_known=age_known,
         )
         self._watches[task.task_id] = _Watch(task, plan, lease)
+        await self._resize_slack()
 
     async def wait(self, task: Task) -> TaskStatus:
         """Wait for ``task`` to end; return its final status (completed or failed).
@@ -188,9 +214,11 @@ class Scheduler:
     async def _forget(self, watch: _Watch) -> None:
         if self._watches.get(watch.task.task_id) is watch:
             del self._watches[watch.task.task_id]
+            self._tell("forget", watch.plan.tier, watch.task.task_id)
         lease, watch.lease = watch.lease, None
         if lease is not None:
             await self._release(lease)
+        await self._resize_slack()
 
     async def _finish(
         self, watch: _Watch, status: TaskStatus | None, error: BaseException | None
@@ -263,16 +291,31 @@ class Scheduler:
         plan = watch.plan
         kind = RequestKind.EXTRA_POLL if extra else RequestKind.POLL
         # One attempt: a failed one is a failed round here, retried on the poll plan.
-        status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
+        state = self._limiter.last_state
+        if state.used + 1 >= _EDGE * state.limit:
+            # Near the edge of the window, one poll at a time: if someone we cannot see
+            # shares the key, the first 429 stops the next poll before it is sent (polls
+            # due together would otherwise all be refused at once).
+            async with self._edge:
+                status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
+        else:
+            status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
         if status is None:
             return None
         if extra:
             self._demand.note(extra=True)
         first_look = not plan.age_known and plan.polls == 0
         plan.polls += 1
-        plan.last_poll = anyio.current_time()
-        if not extra and not first_look and status.state is TaskState.PROCESSING:
+        now = plan.last_poll = anyio.current_time()
+        running = status.state is TaskState.PROCESSING
+        if running and plan.age_known:
+            # Censored data: this one takes longer than its age (siblings plan from it).
+            self._tell("observe_running", plan.tier, watch.task.task_id, now - plan.anchor)
+        if not extra and not first_look and not plan.overdue:
+            self._tell("observe_final", still_running=running)
+        if not extra and not first_look and running:
             plan.overdue = True  # the poll that should have found it done did not
+            await self._resize_slack()
         return status
 
     def _learn(self, watch: _Watch, status: TaskStatus) -> None:
@@ -281,4 +324,5 @@ class Scheduler:
             return
         if status.generation_time is not None:
             # Server time, but never less than what we saw running (it may omit queueing).
+            # (Its entry among the running ones goes when it is forgotten, just after.)
             self._planner.observe(plan.tier, status.generation_time)
