@@ -45,7 +45,7 @@ from sora2_async.testing import Durations, RateLimitPolicy, Simulator
 from .oracle import oracle
 from .quality import _deterministic_trio
 
-__all__ = ["Cell", "CellResult", "main", "run_cell"]
+__all__ = ["Cell", "CellResult", "main", "measure", "run_cell"]
 
 KEY = "grid-key"
 WINDOW = 3600.0
@@ -54,6 +54,8 @@ DURATIONS = {
     "long": (180.0, 540.0),
     "short": (20.0, 60.0),
     "bimodal": (20.0, 540.0),  # drawn by _Bimodal
+    "fast": (20.0, 40.0),  # the idle-budget targets' cases: 20-40 s ...
+    "slow": (360.0, 600.0),  # ... and 6-10 min
 }
 NEIGHBOUR_SHARE = {"none": 0.0, "20": 0.2, "60": 0.6}
 
@@ -78,6 +80,7 @@ class Cell:
     neighbour: str = "none"
     max_videos: int = 2000
     seed: int = 0
+    max_in_flight: int | None = None  #: the batch's bound, if any
 
     @property
     def videos(self) -> int:
@@ -200,7 +203,7 @@ async def _drive(cell: Cell, times: Sequence[float]) -> tuple[Simulator, dict[st
                     delivered.setdefault(task_id, anyio.current_time() - start)
 
             if cell.arrivals == "batch":
-                async with c.batch(requests) as results:
+                async with c.batch(requests, max_in_flight=cell.max_in_flight) as results:
                     async for r in results:
                         assert r.request is not None
                         note(r.request.prompt, r.task.task_id if r.ok and r.task else None)
@@ -223,14 +226,16 @@ async def _drive(cell: Cell, times: Sequence[float]) -> tuple[Simulator, dict[st
 
 
 def run_cell(cell: Cell) -> CellResult:
-    """Run one cell in virtual time; measure it and the oracle."""
-    times = cell.times()
-
-    async def main() -> tuple[Simulator, dict[str, Any]]:
-        return await _drive(cell, times)
-
+    """Run one cell in a fresh ``trio.run`` on a ``MockClock``, deterministically."""
     with _deterministic_trio(cell.seed):
-        sim, got = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        return trio.run(measure, cell, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def measure(cell: Cell) -> CellResult:
+    """Run one cell in the current event loop (virtual time under the test clocks) and
+    measure it and the oracle."""
+    times = cell.times()
+    sim, got = await _drive(cell, times)
     records = [r for r in sim.tasks.values() if r.prompt.startswith("grid video")]
     delivered: dict[str, float] = got["delivered"]
     ends = {r.task_id: r.completes_at for r in records}

@@ -288,6 +288,7 @@ class Sora2Client:
             on_error=self._report_failure,
             journal=journal,
             resubmit_uncertain=resubmit_uncertain,
+            on_queued=self._scheduler.queued,
         )
 
     def as_completed(

@@ -89,6 +89,11 @@ class DurationModel:
             else:
                 del self._oldest[tier]
 
+    @property
+    def finals_seen(self) -> int:
+        """Final polls seen so far (of any tier)."""
+        return self._finals_seen
+
     def overrun_share(self) -> float:
         """The share of recent final polls that found their video still running.
 
@@ -103,6 +108,10 @@ class DurationModel:
     def running(self, tier: Tier) -> int:
         """Videos of ``tier`` known to be running (seen running, not ended)."""
         return len(self._running.get(tier, ()))
+
+    def prior(self, tier: Tier) -> tuple[float, float]:
+        """``(lo, hi)`` of the prior of ``tier``, in the policy's time."""
+        return self._prior(tier)
 
     def _prior(self, tier: Tier) -> tuple[float, float]:
         priors = self._policy.priors

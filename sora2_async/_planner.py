@@ -54,6 +54,10 @@ _FLOOR = 3
 # With at least this many extra polls to spend, a video's first poll may come before the
 # shortest duration known (a faster tier is found out only by looking early) ...
 _EARLY = 4
+# The most polls a video past its final poll may have had for more extra polls.
+_MAX_EXTRA = 12
+# The share of overruns a first window spanning several windows is insured for.
+_INSURED_SHARE = 2.0 / 3.0
 # ... for this many videos of a tier, while none of the tier has ended: one that ends
 # early teaches every other video of the tier to poll early.
 _PROBES = 2
@@ -200,8 +204,12 @@ def plan_next(
     if allowance > 0:
         start = since if task.overdue else task.anchor + lo  # an overdue one: from its last look
         end = hi
-        if typical is not None and lo < typical < hi and now - task.anchor < typical:
-            end = typical
+        if typical is not None:
+            # Dense where the videos seen so far ended (a quarter of the range at least:
+            # one sample says little of the spread), then over the rest.
+            typical = max(typical, lo + (hi - lo) / 4)
+            if typical < hi and now - task.anchor < typical:
+                end = typical
         early = early and allowance >= _EARLY and not task.overdue
         # Idle budget: one of the extra polls comes before the shortest known duration, in
         # case this tier is faster than known; the grid after it has one point fewer.
@@ -209,6 +217,7 @@ def plan_next(
             min_interval,
             policy.seconds(policy.target_delay),
             (task.anchor + end - start) / (allowance + (0 if early else 1)),
+            0.1 * (now - task.anchor) if task.overdue else 0.0,
         )
         grid = start + step
         if early and task.polls == 0:
@@ -260,6 +269,10 @@ class PollPlanner:
     def __repr__(self) -> str:
         return f"<PollPlanner {self.policy!r}>"
 
+    def bounds(self, tier: ModelTier | None) -> tuple[float, float]:
+        """``(lo, hi)``: the shortest and longest a video of ``tier`` is expected to take."""
+        return self.durations.bounds(tier)
+
     def final_poll_after(self, tier: ModelTier | None) -> float:
         """Seconds from submission to the final poll: the longest known duration plus margin."""
         return self.durations.bounds(tier)[1] + self.policy.seconds(self.policy.final_margin)
@@ -284,10 +297,21 @@ class PollPlanner:
             now,
             bounds=(lo, hi),
             policy=self.policy,
-            allowance=self._allowance(budget, demand, floor=not task.overdue),
+            allowance=self._overdue_cap(
+                task, self._allowance(budget, demand, floor=not task.overdue)
+            ),
             typical=typical,
             early=self._probe(task, learned is None),
         )
+
+    @staticmethod
+    def _overdue_cap(task: Tracked, allowance: int) -> int:
+        # Idle budget buys latency, up to a point: a video past its final poll gets extra
+        # polls only while it has spent fewer than _MAX_EXTRA (its re-polls aside), spaced
+        # at least a tenth of its age apart (a late video is late; seconds matter less).
+        if not task.overdue:
+            return allowance
+        return min(allowance, max(0, _MAX_EXTRA - task.polls))
 
     def _probe(self, task: Tracked, unlearned: bool) -> bool:
         if not unlearned:
@@ -303,12 +327,13 @@ class PollPlanner:
 
     def _tight_horizon(self, task: Tracked, now: float, budget: BudgetState) -> float:
         # When the window cannot carry two more rounds of re-polls for every overdue video,
-        # an overdue video gets one, late: at three times its age (the priors' range may be
-        # three times too short). A second round would find the window full and wait an hour.
-        # Every video with a promised poll (and the slack for them) may be overdue soon.
+        # an overdue video gets one, late: at three times the prior's longest (the priors
+        # may be three times too short). A second round would find the window full and wait
+        # an hour. Every video with a promised poll (and the slack) may be overdue soon.
         if budget.limit - budget.used >= 2 * max(1, budget.reserved):
             return 0.0
-        return 3.0 * (now - task.anchor)
+        late = 3.0 * self.durations.prior(task.tier)[1]
+        return late if now - task.anchor < late else 0.0
 
     def extra_still_worth(self, budget: BudgetState, demand: Demand) -> bool:
         """Whether idle budget still allows an extra poll."""
@@ -333,13 +358,26 @@ class PollPlanner:
         """Video ``key`` is no longer followed (it ended, or nobody waits for it)."""
         self.durations.forget(tier, key)
 
-    def repoll_slack(self, budget: BudgetState, running: int) -> int:
+    def repoll_slack(self, budget: BudgetState, running: int, demand: Demand | None = None) -> int:
         """Slots to keep free in the window for re-polls, with ``running`` videos followed.
 
         Each video's own promised poll is kept already; a video whose final poll finds it
         running needs about one and a half more. So the slack is that many times the share
         of final polls that found their video running, rounded, and never more than a third
         of the limit (new videos must still start).
+
+        Before any final poll has said how right the priors are, a ``demand`` that spans
+        more than one window (a batch bigger than half the limit) insures its first window
+        as if two in three would overrun: holding a third of the window back for a few
+        minutes costs a batch of several windows little, while priors three times too short
+        would leave most of a full window's videos waiting an hour for their re-poll. A
+        demand that fits one window is trusted to the priors (insuring it would double its
+        makespan).
         """
-        expected = 1.5 * self.durations.overrun_share() * running
+        share = self.durations.overrun_share()
+        if demand is not None and self.durations.finals_seen == 0:
+            wanted = demand.submissions_in_window + demand.queued_submissions
+            if 2 * wanted > budget.limit:
+                share = max(share, _INSURED_SHARE)
+        expected = 1.5 * share * running
         return min(int(expected + 0.5), budget.limit // 3)

@@ -100,6 +100,7 @@ class Scheduler:
         self._demand = _DemandLog()
         self._slack = RepollSlack(limiter)
         self._edge = anyio.Lock()
+        self._replan = anyio.Event()  # set (and replaced) when what a tier takes moved
         self._watches: dict[str, _Watch] = {}
         self._finished: OrderedDict[str, TaskStatus] = OrderedDict()
         self._remember = remember
@@ -133,7 +134,8 @@ class Scheduler:
         sizer = getattr(self._planner, "repoll_slack", None)
         if sizer is None:
             return
-        target = sizer(self._limiter.last_state, len(self._watches))
+        demand = self._demand.now(self._limiter.rate_limit.per)
+        target = sizer(self._limiter.last_state, len(self._watches), demand)
         await self._slack.resize(target, self._planner.final_poll_after(None))
 
     def _tell(self, hook: str, *args: object, **kwargs: object) -> None:
@@ -245,7 +247,8 @@ class Scheduler:
             budget = self._limiter.last_state
             step = self._planner.next_poll(plan, now, budget, self._demand.now(window))
             if step.at > now:
-                await self._sleep_until(step.at)
+                if not await self._sleep_until(step.at, wake=self._replan):
+                    continue  # what is known of its tier changed: plan again
                 if step.extra and not self._planner.extra_still_worth(
                     self._limiter.last_state, self._demand.now(window)
                 ):
@@ -274,18 +277,40 @@ class Scheduler:
                 await self._finish(watch, status, None)
                 return
 
-    async def _sleep_until(self, deadline: float) -> None:
-        """Sleep until ``deadline``, waking to keep this owner's leases alive meanwhile."""
+    async def _sleep_until(self, deadline: float, *, wake: anyio.Event | None = None) -> bool:
+        """Sleep until ``deadline``, waking to keep this owner's leases alive meanwhile;
+        ``False`` if ``wake`` was set first."""
         every = self._limiter.renew_every
         while True:
             now = anyio.current_time()
             if now >= deadline:
-                return
-            if math.isinf(every):
-                await anyio.sleep(deadline - now)
-                return
-            await anyio.sleep(min(deadline - now, every))
-            await self._limiter.renew()
+                return True
+            nap = deadline - now if math.isinf(every) else min(deadline - now, every)
+            if wake is None:
+                await anyio.sleep(nap)
+            else:
+                with anyio.move_on_after(nap):
+                    await wake.wait()
+                if wake.is_set():
+                    return False
+            if not math.isinf(every):
+                await self._limiter.renew()
+
+    def _learned(self, tier: ModelTier | None, before: tuple[float, float] | None) -> None:
+        """Wake every sleeping poller to plan again if ``tier``'s bounds moved: a faster
+        tier polls early, and an overrun moves the final polls of its siblings."""
+        after = self._bounds(tier)
+        if (
+            before is not None
+            and after is not None
+            and (after[0] < before[0] or after[1] > before[1])
+        ):
+            old, self._replan = self._replan, anyio.Event()
+            old.set()
+
+    def _bounds(self, tier: ModelTier | None) -> tuple[float, float] | None:
+        bounds = getattr(self._planner, "bounds", None)
+        return None if bounds is None else tuple(bounds(tier))
 
     async def _poll_once(self, watch: _Watch, *, extra: bool) -> TaskStatus | None:
         plan = watch.plan
@@ -310,7 +335,9 @@ class Scheduler:
         running = status.state is TaskState.PROCESSING
         if running and plan.age_known:
             # Censored data: this one takes longer than its age (siblings plan from it).
+            before = self._bounds(plan.tier)
             self._tell("observe_running", plan.tier, watch.task.task_id, now - plan.anchor)
+            self._learned(plan.tier, before)
         if not extra and not first_look and not plan.overdue:
             self._tell("observe_final", still_running=running)
         if not extra and not first_look and running:
@@ -325,4 +352,6 @@ class Scheduler:
         if status.generation_time is not None:
             # Server time, but never less than what we saw running (it may omit queueing).
             # (Its entry among the running ones goes when it is forgotten, just after.)
+            before = self._bounds(plan.tier)
             self._planner.observe(plan.tier, status.generation_time)
+            self._learned(plan.tier, before)
