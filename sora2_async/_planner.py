@@ -162,13 +162,13 @@ def extra_allowance(
     needed = (2 + 1.5 * overrun_share) * (submissions + demand.queued_submissions)
     for_extras = share * state.limit - max(needed, state.limit / 2)
     per_video = 1.5 * for_extras / submissions
-    if per_video < 1:  # the budget binds: two requests a video
+    # Extra polls only while the window keeps room for a re-poll of every video of it: a
+    # video whose final poll finds it running needs one, and the window must have it then.
+    room = share * state.limit - state.used - state.reserved - 1.5 * submissions
+    if per_video < 1 or room <= 0:  # the budget binds: two requests a video
         return 0
     if demand.extra_polls_in_window >= for_extras:
-        # The floor only while the window keeps room for a re-poll of every video of it (a
-        # video that overruns its final poll needs one, and the window must have it).
-        room = share * state.limit - state.used - state.reserved - 1.5 * submissions
-        return min(_FLOOR, math.floor(per_video)) if floor and room > 0 else 0
+        return min(_FLOOR, math.floor(per_video)) if floor else 0
     return math.floor(per_video)
 
 
