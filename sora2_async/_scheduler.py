@@ -317,10 +317,10 @@ class Scheduler:
         kind = RequestKind.EXTRA_POLL if extra else RequestKind.POLL
         # One attempt: a failed one is a failed round here, retried on the poll plan.
         state = self._limiter.last_state
-        if state.used + 1 >= _EDGE * state.limit:
-            # Near the edge of the window, one poll at a time: if someone we cannot see
-            # shares the key, the first 429 stops the next poll before it is sent (polls
-            # due together would otherwise all be refused at once).
+        if state.used + 1 >= _EDGE * state.limit or state.limit < state.configured_limit:
+            # Near the edge of the window, or while the limit is tightened after 429s (some
+            # one we cannot see shares the key), one poll at a time: the first 429 stops
+            # the next poll before it is sent (polls due together would all be refused).
             async with self._edge:
                 status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
         else:
