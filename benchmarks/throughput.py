@@ -194,8 +194,7 @@ async def _sdk(
             base_url=url,
             rate_limit=UNLIMITED,
             http_client=http,
-            poll_policy=FLAT_OUT,
-            max_concurrent_requests=max_connections,
+            poll_policy=FLAT_OUT,  # the wire gate is the SDK's default: half the pool
         ) as sdk,
         sdk.as_completed(tasks),  # nothing finishes; leaving the block cancels the pollers
     ):

@@ -16,6 +16,7 @@ handed back as recorded; every terminal status is recorded before it is handed o
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Generic, TypeVar
@@ -75,6 +76,7 @@ class Batch(Generic[T]):
         on_error: Callable[[BatchResult], None] | None = None,
         journal: Journal | None = None,
         resubmit_uncertain: bool = False,
+        on_queued: Callable[[int], None] | None = None,
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight!r}")
@@ -89,6 +91,8 @@ class Batch(Generic[T]):
             else None
         )
         self._stopped: BaseException | None = None
+        # Told how many submissions wait in here, not yet asking the budget (+n / -n).
+        self._on_queued = on_queued if submit is not None else None
         self._task_group: TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[BatchResult] | None = None
 
@@ -122,13 +126,29 @@ class Batch(Generic[T]):
             raise
 
     async def _feed(self, send: MemoryObjectSendStream[BatchResult]) -> None:
-        async with send, anyio.create_task_group() as followers:
-            if isinstance(self._items, AsyncIterable):
-                async for item in self._items:
-                    await self._take(item, send, followers)
-            else:
-                for item in self._items:
-                    await self._take(item, send, followers)
+        # What waits here is demand the planner must know of: no extra poll is worth a slot
+        # that these submissions will need. A list says how long it is; a generator says
+        # nothing (and is never read ahead), but then its next submission waits in the
+        # budget's queue, which the planner sees.
+        queued = 0 if isinstance(self._items, AsyncIterable) else operator.length_hint(self._items)
+        self._queued(queued)
+        try:
+            async with send, anyio.create_task_group() as followers:
+                if isinstance(self._items, AsyncIterable):
+                    async for item in self._items:
+                        await self._take(item, send, followers)
+                else:
+                    for item in self._items:
+                        if queued > 0:
+                            queued -= 1
+                            self._queued(-1)
+                        await self._take(item, send, followers)
+        finally:
+            self._queued(-queued)
+
+    def _queued(self, change: int) -> None:
+        if self._on_queued is not None and change:
+            self._on_queued(change)
 
     async def _take(
         self, item: T, send: MemoryObjectSendStream[BatchResult], followers: TaskGroup

@@ -6,6 +6,11 @@ each full window without a 429 gives some back: doubling while below half the co
 limit (a key that was busy for a while is not starved for days), one slot at a time above
 (probing slowly where the last 429 was). The value is a pure function of time since the last
 429, so looking at it changes nothing.
+
+It learns from repeated 429s: doubling stops short of the limit that was in force when the
+last 429 came (a neighbour that never backs off was there, and doubling back to it would
+only buy the next 429 a window later); from there it probes one slot a window. The level is
+kept in memory only: a shared store rebuilds a ceiling from ``lowered`` and starts afresh.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ __all__ = ["Ceiling"]
 class Ceiling:
     """The highest number of requests the budget lets into one window now."""
 
-    __slots__ = ("_configured", "_lowered_at", "_lowered_to", "_window")
+    __slots__ = ("_configured", "_failed", "_lowered_at", "_lowered_to", "_window")
 
     def __init__(
         self,
@@ -32,6 +37,7 @@ class Ceiling:
         self._window = window
         self._lowered_to = configured if lowered_to is None else lowered_to
         self._lowered_at = lowered_at
+        self._failed = configured  # the limit in force when the last 429 came
 
     @property
     def lowered(self) -> tuple[int, float]:
@@ -57,8 +63,13 @@ class Ceiling:
         value = self._lowered_to
         if value >= self._configured:
             return self._configured
+        # Doubling goes no further than just below where the last repeated 429 came.
+        cap = self._configured if self._failed >= self._configured else max(1, self._failed - 1)
         for _ in range(self._windows_since(now)):
-            value = min(self._configured, value * 2 if 2 * value <= self._configured else value + 1)
+            if 2 * value <= self._configured and value < cap:
+                value = min(cap, 2 * value)
+            else:
+                value = min(self._configured, value + 1)
             if value == self._configured:
                 break
         return value
@@ -79,6 +90,13 @@ class Ceiling:
         at least one slot, and never more than half of what we had in the window.
         """
         current = self.at(now)
+        since = now - self._lowered_at
+        if self._window / 120 < since < 4 * self._window:
+            # Again, and not the same burst of answers: someone holds that much of the key
+            # for good; we had ``ours`` in the window when it came.
+            self._failed = min(current, ours)
+        elif since >= 4 * self._window:
+            self._failed = self._configured  # long quiet: start afresh
         if retry_after is not None:
             lowered = current - 1
         else:

@@ -65,8 +65,11 @@ class Sora2Client:
         time_scale: run this many times faster than the real API: duration priors, the
             minimum poll interval and the budget's window all shrink by it. Only for a
             simulator started with the same ``--time-scale`` (demos, cross-process tests).
-        max_concurrent_requests: API requests on the wire at once (match it to the
-            ``http_client``'s connection limit; httpx's default is 100). More wait in line.
+        max_concurrent_requests: API requests on the wire at once; more wait in line, in
+            front of httpx. Default: half the HTTP pool's connection limit (50 for httpx's
+            default of 100): with every connection busy, httpcore's pool rescans its queue
+            on each event, and at 1,000 videos in flight a gate of half the pool gave
+            37-40 % more checks a second than a gate the pool's size.
         allow_insecure_http: permit a plain ``http://`` base URL to a non-loopback host.
 
     Raises:
@@ -90,7 +93,7 @@ class Sora2Client:
         poll_policy: PollPolicy | None = None,
         planner: Planner | None = None,
         time_scale: float = 1.0,
-        max_concurrent_requests: int = 100,
+        max_concurrent_requests: int | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
@@ -296,6 +299,7 @@ class Sora2Client:
             on_error=self._report_failure,
             journal=journal,
             resubmit_uncertain=resubmit_uncertain,
+            on_queued=self._scheduler.queued,
         )
 
     def as_completed(

@@ -31,7 +31,7 @@ from ._errors import (
 from ._parse import decode_json_object
 from ._retry import parse_retry_after
 
-__all__ = ["DEFAULT_TIMEOUT", "Answer", "HTTPLayer", "check_base_url"]
+__all__ = ["DEFAULT_TIMEOUT", "Answer", "HTTPLayer", "check_base_url", "default_gate"]
 
 logger = logging.getLogger("sora2_async")
 
@@ -84,6 +84,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+#: httpx's default connection limit (``httpx.Limits().max_connections``).
+_HTTPX_POOL = 100
+
+
+def default_gate(client: httpx.AsyncClient) -> int:
+    """The wire gate for ``client``: half its pool's connection limit (at least one).
+
+    The limit is read from the client's default transport when it has one (httpx keeps it
+    on its pool); a client whose transport hides it gets half of httpx's default.
+    """
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    size = getattr(pool, "_max_connections", None)
+    if not isinstance(size, int) or size < 1:
+        size = _HTTPX_POOL
+    return max(1, size // 2)
+
+
 class HTTPLayer:
     """Sends API requests with the key, to the base URL only."""
 
@@ -95,7 +112,7 @@ class HTTPLayer:
         http_client: httpx.AsyncClient | None,
         timeout: httpx.Timeout | float | None,
         transport: httpx.AsyncBaseTransport | None = None,
-        max_concurrent: int = 100,
+        max_concurrent: int | None = None,
     ) -> None:
         self._api_key = api_key
         self._base_url = base_url
@@ -108,6 +125,8 @@ class HTTPLayer:
         )
         # Thousands of due pollers must wait here (O(1) a wait), not inside httpx's
         # connection pool, which rescans its whole queue on every event.
+        if max_concurrent is None:
+            max_concurrent = default_gate(self.client)
         self._gate = anyio.Semaphore(max_concurrent)
 
     def __repr__(self) -> str:

@@ -27,20 +27,25 @@ from ._events import EventHub, EventKind
 from ._limits import Lease, Limiter, RequestKind
 from ._models import ModelTier, Task, TaskState, TaskStatus, video_of
 from ._planner import Demand, Planner, PollPolicy, Tracked
+from ._slack import RepollSlack
 
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger("sora2_async")
 
+# Above this share of the limit used, polls go one at a time (see _poll_once).
+_EDGE = 0.9
+
 
 class _DemandLog:
     """When this process submitted videos and spent extra polls, over the last window."""
 
-    __slots__ = ("_extras", "_submissions")
+    __slots__ = ("_extras", "_submissions", "queued")
 
     def __init__(self) -> None:
         self._submissions: deque[float] = deque()
         self._extras: deque[float] = deque()
+        self.queued = 0  # submissions batches hold that have not asked the budget yet
 
     def note(self, *, extra: bool) -> None:
         (self._extras if extra else self._submissions).append(anyio.current_time())
@@ -50,7 +55,7 @@ class _DemandLog:
         for times in (self._submissions, self._extras):
             while times and times[0] <= horizon:
                 times.popleft()
-        return Demand(len(self._submissions), len(self._extras))
+        return Demand(len(self._submissions), len(self._extras), max(0, self.queued))
 
 
 @attrs.define(eq=False)
@@ -93,6 +98,9 @@ class Scheduler:
         self._min_interval = min_interval / time_scale
         self._time_scale = time_scale
         self._demand = _DemandLog()
+        self._slack = RepollSlack(limiter)
+        self._edge = anyio.Lock()
+        self._replan = anyio.Event()  # set (and replaced) when what a tier takes moved
         self._watches: dict[str, _Watch] = {}
         self._finished: OrderedDict[str, TaskStatus] = OrderedDict()
         self._remember = remember
@@ -116,6 +124,25 @@ class Scheduler:
     def submitted(self) -> None:
         """Count a submission of this process (the planner's view of demand)."""
         self._demand.note(extra=False)
+
+    def queued(self, change: int) -> None:
+        """Submissions a batch holds that have not asked the budget yet went up or down by
+        ``change`` (they are demand: no extra poll is spent while they need the budget)."""
+        self._demand.queued += change
+
+    async def _resize_slack(self) -> None:
+        sizer = getattr(self._planner, "repoll_slack", None)
+        if sizer is None:
+            return
+        demand = self._demand.now(self._limiter.rate_limit.per)
+        target = sizer(self._limiter.last_state, len(self._watches), demand)
+        await self._slack.resize(target, self._planner.final_poll_after(None))
+
+    def _tell(self, hook: str, *args: object, **kwargs: object) -> None:
+        """Call the planner's optional learning ``hook`` if it has one."""
+        method = getattr(self._planner, hook, None)
+        if method is not None:
+            method(*args, **kwargs)
 
     def known(self, task_id: str) -> TaskStatus | None:
         """The latest status seen of ``task_id`` without sending anything, or ``None``."""
@@ -145,6 +172,7 @@ class Scheduler:
             age_known=age_known,
         )
         self._watches[task.task_id] = _Watch(task, plan, lease)
+        await self._resize_slack()
 
     async def wait(self, task: Task) -> TaskStatus:
         """Wait for ``task`` to end; return its final status (completed or failed).
@@ -188,9 +216,11 @@ class Scheduler:
     async def _forget(self, watch: _Watch) -> None:
         if self._watches.get(watch.task.task_id) is watch:
             del self._watches[watch.task.task_id]
+            self._tell("forget", watch.plan.tier, watch.task.task_id)
         lease, watch.lease = watch.lease, None
         if lease is not None:
             await self._release(lease)
+        await self._resize_slack()
 
     async def _finish(
         self, watch: _Watch, status: TaskStatus | None, error: BaseException | None
@@ -217,7 +247,8 @@ class Scheduler:
             budget = self._limiter.last_state
             step = self._planner.next_poll(plan, now, budget, self._demand.now(window))
             if step.at > now:
-                await self._sleep_until(step.at)
+                if not await self._sleep_until(step.at, wake=self._replan):
+                    continue  # what is known of its tier changed: plan again
                 if step.extra and not self._planner.extra_still_worth(
                     self._limiter.last_state, self._demand.now(window)
                 ):
@@ -246,33 +277,72 @@ class Scheduler:
                 await self._finish(watch, status, None)
                 return
 
-    async def _sleep_until(self, deadline: float) -> None:
-        """Sleep until ``deadline``, waking to keep this owner's leases alive meanwhile."""
+    async def _sleep_until(self, deadline: float, *, wake: anyio.Event | None = None) -> bool:
+        """Sleep until ``deadline``, waking to keep this owner's leases alive meanwhile;
+        ``False`` if ``wake`` was set first."""
         every = self._limiter.renew_every
         while True:
             now = anyio.current_time()
             if now >= deadline:
-                return
-            if math.isinf(every):
-                await anyio.sleep(deadline - now)
-                return
-            await anyio.sleep(min(deadline - now, every))
-            await self._limiter.renew()
+                return True
+            nap = deadline - now if math.isinf(every) else min(deadline - now, every)
+            if wake is None:
+                await anyio.sleep(nap)
+            else:
+                with anyio.move_on_after(nap):
+                    await wake.wait()
+                if wake.is_set():
+                    return False
+            if not math.isinf(every):
+                await self._limiter.renew()
+
+    def _learned(self, tier: ModelTier | None, before: tuple[float, float] | None) -> None:
+        """Wake every sleeping poller to plan again if ``tier``'s bounds moved: a faster
+        tier polls early, and an overrun moves the final polls of its siblings."""
+        after = self._bounds(tier)
+        if (
+            before is not None
+            and after is not None
+            and (after[0] < before[0] or after[1] > before[1])
+        ):
+            old, self._replan = self._replan, anyio.Event()
+            old.set()
+
+    def _bounds(self, tier: ModelTier | None) -> tuple[float, float] | None:
+        bounds = getattr(self._planner, "bounds", None)
+        return None if bounds is None else tuple(bounds(tier))
 
     async def _poll_once(self, watch: _Watch, *, extra: bool) -> TaskStatus | None:
         plan = watch.plan
         kind = RequestKind.EXTRA_POLL if extra else RequestKind.POLL
         # One attempt: a failed one is a failed round here, retried on the poll plan.
-        status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
+        state = self._limiter.last_state
+        if state.used + 1 >= _EDGE * state.limit or state.limit < state.configured_limit:
+            # Near the edge of the window, or while the limit is tightened after 429s (some
+            # one we cannot see shares the key), one poll at a time: the first 429 stops
+            # the next poll before it is sent (polls due together would all be refused).
+            async with self._edge:
+                status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
+        else:
+            status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
         if status is None:
             return None
         if extra:
             self._demand.note(extra=True)
         first_look = not plan.age_known and plan.polls == 0
         plan.polls += 1
-        plan.last_poll = anyio.current_time()
-        if not extra and not first_look and status.state is TaskState.PROCESSING:
+        now = plan.last_poll = anyio.current_time()
+        running = status.state is TaskState.PROCESSING
+        if running and plan.age_known:
+            # Censored data: this one takes longer than its age (siblings plan from it).
+            before = self._bounds(plan.tier)
+            self._tell("observe_running", plan.tier, watch.task.task_id, now - plan.anchor)
+            self._learned(plan.tier, before)
+        if not extra and not first_look and not plan.overdue:
+            self._tell("observe_final", still_running=running)
+        if not extra and not first_look and running:
             plan.overdue = True  # the poll that should have found it done did not
+            await self._resize_slack()
         return status
 
     def _learn(self, watch: _Watch, status: TaskStatus) -> None:
@@ -281,4 +351,7 @@ class Scheduler:
             return
         if status.generation_time is not None:
             # Server time, but never less than what we saw running (it may omit queueing).
+            # (Its entry among the running ones goes when it is forgotten, just after.)
+            before = self._bounds(plan.tier)
             self._planner.observe(plan.tier, status.generation_time)
+            self._learned(plan.tier, before)

@@ -44,3 +44,15 @@ async def test_requests_on_the_wire_are_bounded() -> None:
             tg.start_soon(client.check_status, f"task_{i}")
     assert server.most == 3
     assert anyio.current_time() == pytest.approx(7, abs=0.01)  # 20 in rounds of 3
+
+
+def test_the_gate_defaults_to_half_the_pool() -> None:
+    """Below the pool's size: with every connection busy, httpcore rescans its queue on each
+    event; half the pool kept checks a second up at 1,000 in flight (benchmarks/README)."""
+    import httpx
+
+    from sora2_async._http import default_gate
+
+    assert default_gate(httpx.AsyncClient()) == 50  # httpx's default pool: 100
+    assert default_gate(httpx.AsyncClient(limits=httpx.Limits(max_connections=10))) == 5
+    assert default_gate(httpx.AsyncClient(limits=httpx.Limits(max_connections=1))) == 1

@@ -180,10 +180,74 @@ def test_the_first_extra_poll_waits_for_the_shortest_duration() -> None:
 def test_an_overdue_task_backs_off_in_proportion_to_its_age(
     now: float, last_poll: float | None, expected: float
 ) -> None:
+    """When the model's horizon is behind it (a model that may not learn): a backoff."""
     task = Tracked(tier=ModelTier.SORA2, anchor=0.0, polls=4, last_poll=last_poll, overdue=True)
     for allowance in (0, 13):
-        plan = plan_next(task, now, bounds=SORA2, policy=POLICY, allowance=allowance)
+        plan = plan_next(task, now, bounds=(60.0, 60.0), policy=POLICY, allowance=allowance)
         assert plan == PollPlan(expected, extra=False)
+
+
+def test_an_overdue_task_is_polled_again_at_the_horizon_its_overrun_moved() -> None:
+    task = Tracked(tier=ModelTier.SORA2, anchor=0.0, polls=1, last_poll=181.0, overdue=True)
+    plan = plan_next(task, 181.0, bounds=(60.0, 300.0), policy=POLICY, allowance=0)
+    assert plan == PollPlan(301.0, extra=False)
+    # With idle budget, extra polls fill the gap from its last look.
+    plan = plan_next(task, 181.0, bounds=(60.0, 300.0), policy=POLICY, allowance=3)
+    assert plan == PollPlan(181.0 + 29.75, extra=True)  # (300 - 181) / 4
+
+
+def test_an_overrun_moves_the_final_polls_of_its_siblings() -> None:
+    planner = PollPlanner()
+    assert planner.final_poll_after(ModelTier.SORA2) == 181.0
+    planner.observe_final(still_running=True)
+    planner.observe_running(ModelTier.SORA2, "a", 181.0)
+    moved = planner.final_poll_after(ModelTier.SORA2)
+    assert moved >= 181.0 * 1.25 + 1.0  # the sibling submitted next plans past it
+    planner.forget(ModelTier.SORA2, "a")  # it ended (its duration is a sample now)
+    planner.observe(ModelTier.SORA2, 200.0)
+    assert planner.final_poll_after(ModelTier.SORA2) == 201.0
+
+
+def test_running_videos_are_data_the_longest_never_shrinks_on_the_first_to_end() -> None:
+    """The short ones end first: twenty of them are not enough while as many run on."""
+    model = DurationModel(POLICY)
+    for i in range(20):
+        model.observe_running(ModelTier.SORA2, f"long {i}", 100.0)
+    for seconds in range(80, 100):
+        model.observe(ModelTier.SORA2, float(seconds))
+    assert model.bounds(ModelTier.SORA2)[1] >= 180.0  # not trusted: 20 ended, 20 still run
+    for i in range(20):  # ... they end too, later: now the sample says it all
+        model.forget(ModelTier.SORA2, f"long {i}")
+        model.observe(ModelTier.SORA2, 150.0 + i)
+    hi = model.bounds(ModelTier.SORA2)[1]
+    assert 169.0 < hi < 175.0  # 169, widened by its spread over the samples
+    # A video running past every one that ended raises the longest at once.
+    model.observe_running(ModelTier.SORA2, "slow", 200.0)
+    assert model.bounds(ModelTier.SORA2)[1] >= 250.0
+
+
+def test_the_share_of_overruns_starts_small_and_follows_the_final_polls() -> None:
+    model = DurationModel(POLICY)
+    assert model.overrun_share() == pytest.approx(0.12)
+    for _ in range(10):
+        model.observe_final(still_running=True)
+    assert model.overrun_share() > 0.8
+    for _ in range(40):
+        model.observe_final(still_running=False)
+    assert model.overrun_share() < 0.05  # it forgets: the horizon moved since
+
+
+def test_the_slack_for_re_polls_grows_with_the_overruns_and_is_bounded() -> None:
+    planner = PollPlanner()
+    state, _ = budget()
+    assert planner.repoll_slack(state, 0) == 0
+    assert planner.repoll_slack(state, 45) == 8  # 1.5 x 0.12 x 45, rounded
+    for _ in range(20):
+        planner.observe_final(still_running=True)
+    assert planner.repoll_slack(state, 45) == 33  # a third of the limit at most
+    for _ in range(60):
+        planner.observe_final(still_running=False)
+    assert planner.repoll_slack(state, 45) == 0
 
 
 @settings(max_examples=100, deadline=None)
@@ -317,8 +381,8 @@ def test_samples_widen_the_prior_until_there_are_enough_to_replace_it() -> None:
     for seconds in range(100, 119):  # 19 videos, all well inside the prior
         model.observe(ModelTier.SORA2, float(seconds))
     assert model.bounds(ModelTier.SORA2) == (60.0, 180.0)
-    model.observe(ModelTier.SORA2, 119.0)  # the 20th: what was seen is what is known
-    assert model.bounds(ModelTier.SORA2) == (100.0, 119.0)
+    model.observe(ModelTier.SORA2, 119.0)  # the 20th: what was seen is what is known,
+    assert model.bounds(ModelTier.SORA2) == (99.0, 120.0)  # widened by its spread / (n - 1)
     assert model.bounds(ModelTier.PRO_HIGH) == (180.0, 480.0)  # tiers learn apart
 
 
@@ -326,8 +390,8 @@ def test_a_few_samples_outside_the_prior_widen_it() -> None:
     model = DurationModel(POLICY)
     model.observe(ModelTier.SORA2, 240.0)
     assert model.bounds(ModelTier.SORA2) == (60.0, 240.0)
-    model.observe(ModelTier.SORA2, 30.0)
-    assert model.bounds(ModelTier.SORA2) == (30.0, 240.0)
+    model.observe(ModelTier.SORA2, 30.0)  # two samples: widened by their whole spread
+    assert model.bounds(ModelTier.SORA2) == (0.0, 450.0)
     model.observe(None, 900.0)  # a video of unknown tier teaches the unknown tier only
     assert model.bounds(None) == (60.0, 900.0)
     assert model.bounds(ModelTier.PRO_HIGH) == (180.0, 480.0)
@@ -400,13 +464,14 @@ def test_a_window_with_no_submissions_counts_as_one() -> None:
 
 @pytest.mark.parametrize(
     ("submissions", "expected"),
-    [(5, 3), (20, 3), (30, 1), (45, 0)],
+    [(5, 3), (10, 3), (20, 0), (30, 0), (45, 0)],
 )
 def test_a_thin_floor_of_extra_polls_once_the_windows_share_is_spent(
     submissions: int, expected: int
 ) -> None:
     """The floor is three (the planner's docstring and its last change), never more than a
-    video's fair share, and nothing when the budget binds."""
+    video's fair share, nothing when the budget binds, and nothing once the window has no
+    room left for a re-poll of each of its videos (95 - 80 - 30 < 0 for 20)."""
     state = budget(submissions=submissions, extras=60)
     assert extra_allowance(*state, SHARE) == expected
 

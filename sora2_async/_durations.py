@@ -1,0 +1,158 @@
+"""How long videos take: the priors, what finished videos say, and what running ones say.
+
+The videos that finish first are the short ones, so the durations seen early are a biased
+sample: a model that believed them would move every final poll too early and pay for a
+re-poll per video. So a video still running at age ``t`` is data too (a *censored*
+sample: its duration is more than ``t``), and the model keeps, per tier, every video
+that has been seen running and has not ended yet:
+
+* the longest expected duration never drops below the prior until enough videos have
+  ended (``_TRUST_SAMPLES`` of them, and four times as many as are known to run still);
+* past the longest expected duration, a video seen running raises it at once (by a
+  factor that grows with the share of final polls that found their video still running),
+  which moves the final polls of its siblings too: they ask the same model;
+* a learned range is widened by its own spread over the number of samples (the unbiased
+  estimate of a uniform range's ends), so twenty samples do not put the next final poll
+  just before the twenty-first video ends.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ._models import ModelTier
+
+if TYPE_CHECKING:
+    from ._planner import PollPolicy
+
+__all__ = ["DurationModel"]
+
+# Finished videos needed before learned bounds replace the priors instead of only widening them.
+_TRUST_SAMPLES = 20
+# The share of final polls expected to find their video still running, before any is seen.
+_PRIOR_SHARE = 0.12
+# The weight of the latest final poll in the share that found their video still running.
+_FORGET = 0.1
+Tier = ModelTier | None
+
+
+class DurationModel:
+    """What we know of how long each tier takes (module docstring: how it learns).
+
+    ``observe`` records a finished video, ``observe_running`` a video seen running at an
+    age, ``observe_final`` whether a final poll found its video still running, ``forget``
+    a video given up.
+    """
+
+    def __init__(self, policy: PollPolicy) -> None:
+        self._policy = policy
+        self._samples: dict[Tier, deque[float]] = {}
+        self._running: dict[Tier, dict[str, float]] = {}  # tier -> video -> age seen running
+        self._oldest: dict[Tier, tuple[str, float]] = {}  # the oldest of those, per tier
+        self._finals_seen = 0
+        self._share = _PRIOR_SHARE
+
+    def observe(self, tier: Tier, generation_time: float, *, key: str | None = None) -> None:
+        """A video of ``tier`` took ``generation_time`` seconds of the API's time."""
+        if key is not None:
+            self.forget(tier, key)
+        if self._policy.learn and generation_time >= 0:
+            samples = self._samples.setdefault(tier, deque(maxlen=256))
+            samples.append(self._policy.seconds(generation_time))
+
+    def observe_running(self, tier: Tier, key: str, age: float) -> None:
+        """Video ``key`` of ``tier`` was still running ``age`` seconds (our time) after it
+        was submitted."""
+        if self._policy.learn and age >= 0:
+            running = self._running.setdefault(tier, {})
+            running[key] = max(age, running.get(key, 0.0))
+            if running[key] >= self._oldest.get(tier, ("", -1.0))[1]:
+                self._oldest[tier] = (key, running[key])
+
+    def observe_final(self, *, still_running: bool) -> None:
+        """A final poll found its video still running (``True``) or ended."""
+        # A running mean of the outcomes (with the prior worth 1.5 polls), which turns into
+        # a moving average with a weight of 1/10 once ten or so are seen.
+        self._finals_seen += 1
+        weight = max(1.0 / (self._finals_seen + 1.5), _FORGET)
+        self._share += weight * (float(still_running) - self._share)
+
+    def forget(self, tier: Tier, key: str) -> None:
+        """Video ``key`` ended or is no longer followed."""
+        running = self._running.get(tier)
+        if running is None or running.pop(key, None) is None:
+            return
+        if self._oldest.get(tier, ("",))[0] == key:  # rare: only the oldest costs a scan
+            if running:
+                self._oldest[tier] = max(running.items(), key=lambda item: item[1])
+            else:
+                del self._oldest[tier]
+
+    @property
+    def finals_seen(self) -> int:
+        """Final polls seen so far (of any tier)."""
+        return self._finals_seen
+
+    def overrun_share(self) -> float:
+        """The share of recent final polls that found their video still running.
+
+        Before any is seen it is one in eight: enough room in a first window for a re-poll of
+        one video in five, little enough that a batch that fits one window on the priors
+        still starts at once (the priors are the provider's word). After that it is the
+        running mean, which turns into a moving average (a tenth a poll) once ten or so
+        are seen: overruns under a horizon since moved out say little of the next ones.
+        """
+        return self._share
+
+    def running(self, tier: Tier) -> int:
+        """Videos of ``tier`` known to be running (seen running, not ended)."""
+        return len(self._running.get(tier, ()))
+
+    def prior(self, tier: Tier) -> tuple[float, float]:
+        """``(lo, hi)`` of the prior of ``tier``, in the policy's time."""
+        return self._prior(tier)
+
+    def _prior(self, tier: Tier) -> tuple[float, float]:
+        priors = self._policy.priors
+        if tier is None or tier not in priors:  # unknown tier: the widest known range
+            lo = min(p[0] for p in priors.values())
+            hi = max(p[1] for p in priors.values())
+        else:
+            lo, hi = priors[tier]
+        return self._policy.seconds(lo), self._policy.seconds(hi)
+
+    def learned(self, tier: Tier) -> tuple[float, float] | None:
+        """The range the finished videos of ``tier`` span, widened by its spread over the
+        number of samples; ``None`` before any has finished."""
+        samples = self._samples.get(tier)
+        if not samples:
+            return None
+        seen_lo, seen_hi = min(samples), max(samples)
+        widen = (seen_hi - seen_lo) / (len(samples) - 1) if len(samples) > 1 else 0.0
+        return max(0.0, seen_lo - widen), seen_hi + widen
+
+    def trusted(self, tier: Tier) -> bool:
+        """Whether enough videos of ``tier`` have ended for what they say to replace the
+        prior (not merely widen it)."""
+        n = len(self._samples.get(tier, ()))
+        return n >= _TRUST_SAMPLES and n >= 4 * self.running(tier)
+
+    def bounds(self, tier: Tier) -> tuple[float, float]:
+        """``(lo, hi)``: the shortest and longest this tier is expected to take."""
+        lo, hi = self._prior(tier)
+        learned = self.learned(tier)
+        if learned is not None:
+            if self.trusted(tier):
+                lo, hi = learned
+            else:
+                lo, hi = min(lo, learned[0]), max(hi, learned[1])
+        if tier in self._oldest:
+            oldest = self._oldest[tier][1]
+            # Running past the longest expected, or past every video that ended while the
+            # sample is too small to trust: that was too short.
+            samples = self._samples.get(tier)
+            longest_ended = hi if not samples or self.trusted(tier) else max(samples)
+            if oldest >= min(hi, longest_ended):
+                hi = max(hi, oldest * (1.0 + min(1.0, max(0.25, self.overrun_share()))))
+        return lo, hi

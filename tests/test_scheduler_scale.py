@@ -1,0 +1,91 @@
+"""Issue 11's targets that are counts, in virtual time against the simulator, on both backends.
+
+Each case is a cell of the benchmarks' grid (``benchmarks/grid.py``), capped so that the
+file stays fast; ``python -m benchmarks.grid`` runs the whole grid and reports the rest
+(makespans against the floor and the offline oracle) in ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.grid import Cell, CellResult, measure
+
+pytestmark = pytest.mark.anyio
+
+FIFTEEN_MINUTES = 900.0
+
+
+async def run(cell: Cell) -> CellResult:
+    r = await measure(cell)
+    # Never a lost video, a generate sent twice, or a result delivered twice.
+    assert (r.lost, r.duplicates, r.delivered_twice) == (0, 0, 0), r
+    assert r.delivered == r.videos, r
+    return r
+
+
+async def test_priors_three_times_too_short_on_a_full_first_window_cost_minutes_not_an_hour() -> (
+    None
+):
+    """The overrun cliff: 100 videos of 3 to 9 minutes on a 100/h key planned on 1 to 3."""
+    r = await run(Cell(100, 1, "long"))
+    assert r.delay_max <= FIFTEEN_MINUTES, r
+    assert r.responses_429 == 0, r
+    assert r.requests_per_video <= 2.4, r
+
+
+async def test_priors_three_times_too_short_over_many_windows_cost_little() -> None:
+    r = await run(Cell(10, 4, "long"))  # 40 videos, a 10/h key: the budget binds
+    assert r.requests_per_video <= 2.2, r
+    assert r.delay_max <= FIFTEEN_MINUTES, r
+    assert r.responses_429 == 0, r
+
+
+async def test_the_budget_binding_on_right_priors_costs_the_floor() -> None:
+    r = await run(Cell(100, 1.7, "priors"))  # 170 videos on 100/h
+    assert r.requests_per_video <= 2.06, r
+    assert r.makespan_over_floor <= 1.05, r
+    assert r.delay_max <= FIFTEEN_MINUTES, r
+
+
+@pytest.mark.parametrize(("limit", "videos"), [(300, 100), (1000, 200)])
+async def test_the_first_videos_to_end_do_not_teach_a_shorter_longest(
+    limit: int, videos: int
+) -> None:
+    """Censored samples: the short ones end first; every video still ends in one go."""
+    r = await run(Cell(limit, videos / limit, "priors"))
+    assert r.makespan <= 15 * 60, r  # it took an hour before
+    assert r.delay_max <= 180.0, r
+    assert r.responses_429 == 0, r
+
+
+async def test_slow_videos_on_an_idle_key_arrive_long_before_the_window_frees() -> None:
+    """Ten videos of 6 to 10 minutes on 100/h: overdue polls keep to the budget."""
+    r = await run(Cell(100, 0.1, "slow"))
+    assert r.makespan < 1800.0, r  # it was 3,605 s: every video waited out the window
+    assert r.delay_max <= FIFTEEN_MINUTES, r
+    assert r.requests_per_video <= 10.0, r
+
+
+async def test_fast_videos_on_an_idle_key_are_seen_within_seconds() -> None:
+    """20 to 40 s videos: the first poll comes before the shortest prior, and the tier's
+    speed, once seen, moves every sleeping poller."""
+    r = await run(Cell(100, 0.1, "fast"))
+    assert r.delay_p95 <= 20.0, r
+    assert r.requests_per_video <= 12.0, r
+
+
+async def test_prompts_waiting_in_a_batch_leave_no_room_for_extra_polls() -> None:
+    r = await run(Cell(300, 400 / 300, "priors", max_in_flight=20))
+    assert r.requests_per_video <= 2.06, r
+    assert r.responses_429 == 0, r
+
+
+async def test_a_neighbour_spending_a_fifth_of_the_key_costs_at_most_three_429s() -> None:
+    r = await run(Cell(100, 1.5, "priors", neighbour="20"))
+    assert r.responses_429 <= 3, r
+
+
+async def test_a_neighbour_spending_sixty_percent_and_never_backing_off() -> None:
+    r = await run(Cell(100, 1, "priors", neighbour="60"))
+    assert r.responses_429 <= 8, r
