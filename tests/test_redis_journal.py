@@ -28,7 +28,7 @@ from sora2_async import (
     VideoRequest,
 )
 from sora2_async._fingerprint import key_fingerprint
-from sora2_async._journal import request_key
+from sora2_async._journal import JournalError, request_key
 from sora2_async.redis import RedisJournal
 from sora2_async.testing import Simulator
 from tests.journal_helpers import Journals, journals_of
@@ -295,3 +295,47 @@ async def test_a_batch_left_early_releases_its_leases_for_others_to_adopt(
     assert sim.stats().duplicate_prompts == 0
     ended = {e.state for e in await journal.entries() if e.task_id is not None}
     assert ended == {JournalState.COMPLETED}
+
+
+async def test_as_completed_with_the_journal_follows_known_tasks_under_their_leases(
+    journals: Journals,
+) -> None:
+    """Task ids from elsewhere: those the journal knows wait for their lease (here, a dead
+    follower's, lapsing) and are recorded; one it does not know is just followed."""
+    sim = Simulator(seed=15)
+    items = [VideoRequest(f"by id {i}") for i in range(3)]
+    dead = journals.make(follower_ttl=TTL)
+    await submitted_by_a_dead_follower(sim, dead, items)
+    ids = [e.task_id for e in await dead.entries() if e.task_id]
+    t0 = anyio.current_time()
+    async with client_for(sim) as client:
+        stranger = (await client.generate(VideoRequest("not journaled"))).task_id
+        follower = journals.other(dead)
+        async with client.as_completed([*ids, stranger], journal=follower) as results:
+            got = {
+                r.task.task_id: anyio.current_time() - t0 async for r in results if r.ok and r.task
+            }
+    assert set(got) == {*ids, stranger}
+    assert all(got[i] >= TTL for i in ids)
+    assert {e.state for e in await dead.entries()} == {JournalState.COMPLETED}
+    assert sim.stats().tasks_created == 4
+
+
+async def test_a_row_it_cannot_read_and_an_unreachable_server_are_journal_errors(
+    journals: Journals,
+) -> None:
+    journal = journals.make()
+    await journal.record_intent("k", VideoRequest("fine"))
+    await journals.redis.hset(journal._keys[0], {"bad": b"{not json"})
+    with pytest.raises(JournalError, match="cannot read"):
+        await journal.entries()
+    with pytest.raises(JournalError, match="cannot read"):
+        await journal.lookup("bad")
+    from tests.helpers import free_port
+
+    gone = RedisJournal.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", name="x", namespace="n", unreachable_timeout=1.0
+    )
+    async with gone:
+        with pytest.raises(JournalError, match="unreachable"):
+            await gone.record_intent("k", VideoRequest("nowhere"))

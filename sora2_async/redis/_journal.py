@@ -69,7 +69,7 @@ class RedisJournal:
             third of that): a dead follower's tasks are adopted after at most this long.
         owner: this journal's owner id in the leases (default: host, pid and a random part).
         unreachable_timeout: seconds a call waits, with backoff, for an unreachable server
-            before it raises :class:`~sora2_async.JournalError`.
+            before it raises ``JournalError`` (a :class:`~sora2_async.Sora2Error`).
         server_clock: for tests in virtual time only: the script's clock instead of ``TIME``.
 
     Raises:
