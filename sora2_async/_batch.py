@@ -87,7 +87,7 @@ class Batch(Generic[T]):
         self._on_error = on_error
         self._journaled = (
             JournaledStart(journal, submit, resubmit_uncertain=resubmit_uncertain)
-            if journal is not None and submit is not None
+            if journal is not None
             else None
         )
         self._stopped: BaseException | None = None
@@ -195,9 +195,10 @@ class Batch(Generic[T]):
 
     async def _run_follower(self, task: Task, send: MemoryObjectSendStream[BatchResult]) -> None:
         try:
-            result = await self._follow(task)
-            if self._journaled is not None:
-                await self._journaled.finished(result)
+            if self._journaled is not None:  # under its follower lease; its end recorded
+                result = await self._journaled.follow(task, self._follow)
+            else:
+                result = await self._follow(task)
         except Exception as exc:  # a bug in one follower (or the journal) is that video's error
             result = BatchResult(task.request, task, error=exc)
         finally:

@@ -27,6 +27,7 @@ from ._errors import InvalidRequestError, Sora2Error, WaitTimeoutError, provably
 from ._events import Event, EventHub, EventKind, EventStream
 from ._http import HTTPLayer, check_base_url
 from ._journal import Journal
+from ._journaled import Adoption
 from ._models import BatchResult, Task, TaskStatus, Video, VideoRequest, video_of
 from ._planner import Planner, PollPlanner, PollPolicy
 from ._retry import RetryPolicy
@@ -307,14 +308,25 @@ class Sora2Client:
         tasks: Iterable[Task | str] | AsyncIterable[Task | str],
         *,
         max_in_flight: int | None = None,
+        journal: Journal | None = None,
     ) -> Batch[Task | str]:
-        """Like :meth:`batch`, for tasks already submitted (here, or by another process)."""
+        """Like :meth:`batch`, for tasks already submitted (here, or by another process).
+
+        With a ``journal`` that has follower leases (``RedisJournal``), each task it knows is
+        followed under its lease, and how it ended is recorded there; a task that another
+        live process follows comes back when that process records its end.
+        ``as_completed(journal.adopt())`` takes the journal from the adoption: it delivers
+        the tasks whose follower died.
+        """
+        if journal is None and isinstance(tasks, Adoption):
+            journal = tasks.journal
         return Batch(
             tasks,
             submit=None,
             follow=self._follow,
             max_in_flight=max_in_flight,
             on_error=self._report_failure,
+            journal=journal,
         )
 
     def known_status(self, task: Task | str) -> TaskStatus | None:

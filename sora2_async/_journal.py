@@ -25,12 +25,13 @@ from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import anyio
 import attrs
 
 from ._errors import Sora2Error
+from ._journal_codec import COLUMNS, entry_from_row, request_text, status_fields
 from ._journal_db import (
     JournalError,
     JournalUnreadableError,
@@ -42,6 +43,7 @@ from ._journal_db import (
 from ._models import TaskState, TaskStatus, VideoRequest
 
 __all__ = [
+    "FollowerLeases",
     "Journal",
     "JournalError",
     "JournalUnreadableError",
@@ -144,6 +146,46 @@ class Journal(Protocol):
         """The task of ``key`` ended with ``status`` (``COMPLETED`` or ``FAILED``)."""
 
 
+@runtime_checkable
+class FollowerLeases(Protocol):
+    """What a journal shared by many processes adds: one follower per running task.
+
+    A process that follows a ``SUBMITTED`` task holds its lease (this journal's owner id and
+    an expiry ``follower_ttl`` seconds ahead, on the store's clock) and renews it while it
+    follows; a task whose follower died is *adoptable* once its lease lapsed, and whoever
+    adopts it holds the lease from then on. Claims are atomic: two owners never hold one
+    task. A batch uses these through its journal by itself (``_journaled``); a journal
+    without them (``SQLiteJournal``) works as before: whoever resumes it follows its tasks.
+    """
+
+    @property
+    def follower_ttl(self) -> float:
+        """Seconds a lease lasts unless renewed."""
+
+    async def claim(self, key: str) -> bool:
+        """Hold the lease on the ``SUBMITTED`` task of ``key``: ``True`` when this owner holds
+        it now (it was free, lapsed or its own), ``False`` when another owner's lease is live
+        or the entry is not ``SUBMITTED``."""
+
+    async def renew(self, key: str) -> bool:
+        """Push the lease of ``key`` a ``follower_ttl`` ahead; ``False`` when another owner
+        took it (this one's lapsed meanwhile) or the task is no longer ``SUBMITTED``."""
+
+    async def release(self, key: str) -> None:
+        """Give up the lease of ``key`` if this owner holds it (an unfinished task becomes
+        adoptable at once); harmless otherwise."""
+
+    async def adoptable(self, limit: int | None = None) -> list[JournalEntry]:
+        """Claim (atomically) up to ``limit`` ``SUBMITTED`` tasks whose lease lapsed or that
+        have none, oldest first, and return their entries: this owner follows them now."""
+
+    async def held_elsewhere(self) -> int:
+        """How many ``SUBMITTED`` tasks another owner's live lease holds."""
+
+    async def task_key(self, task_id: str) -> str | None:
+        """The key of the entry whose task is ``task_id``, or ``None``."""
+
+
 def request_key(request: VideoRequest, occurrence: int = 0) -> str:
     """A stable key for ``request``: its wire body's digest, and which copy of it this is.
 
@@ -170,22 +212,7 @@ class RequestKeys:
         return key
 
 
-def _request_from_wire(text: str) -> VideoRequest:
-    wire = json.loads(text)
-    return VideoRequest(
-        wire["prompt"],
-        mode=wire["mode"],
-        model_tier=wire["modelTier"],
-        aspect_ratio=wire["aspectRatio"],
-        duration=wire["videoDuration"],
-        image_urls=tuple(wire.get("imageUrls", ())),
-    )
-
-
-_COLUMNS = (
-    "key, request, state, task_id, video_url, generation_time, credits_used, error, "
-    "error_code, updated_at"
-)
+_COLUMNS = ", ".join(COLUMNS)
 # One upsert for every state change; a NULL argument keeps what the row already had, so a
 # late write cannot erase a task id.
 _UPSERT = """
@@ -257,7 +284,7 @@ class SQLiteJournal:
 
         def query(db: sqlite3.Connection) -> JournalEntry | None:
             row = db.execute(f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)).fetchone()
-            return None if row is None else _entry(row)
+            return None if row is None else entry_from_row(row)
 
         return await self._run(query)
 
@@ -266,7 +293,7 @@ class SQLiteJournal:
 
         def query(db: sqlite3.Connection) -> list[JournalEntry]:
             rows = db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY created_at, rowid")
-            return [_entry(row) for row in rows]
+            return [entry_from_row(row) for row in rows]
 
         return await self._run(query)
 
@@ -300,18 +327,8 @@ class SQLiteJournal:
         entry = await self.lookup(key)
         if entry is None:
             raise KeyError(f"no journal entry for {key!r}")
-        completed = status.state is TaskState.COMPLETED
-        await self._write(
-            key,
-            entry.request,
-            JournalState.COMPLETED if completed else JournalState.FAILED,
-            task_id=status.task_id,
-            video_url=status.video_url,
-            generation_time=status.generation_time,
-            credits_used=status.credits_used,
-            error=None if completed else (status.error or "video generation failed"),
-            error_code=None if completed else status.error_code,
-        )
+        state, fields = status_fields(status)
+        await self._write(key, entry.request, JournalState(state), **fields)
 
     async def _write(
         self,
@@ -328,7 +345,7 @@ class SQLiteJournal:
     ) -> None:
         row = {
             "key": key,
-            "request": json.dumps(request.to_wire(), sort_keys=True),
+            "request": request_text(request),
             "state": state.value,
             "task_id": task_id,
             "video_url": video_url,
@@ -370,19 +387,3 @@ class SQLiteJournal:
         if self._db is None:
             self._db = open_journal_db(self._path)
         return self._db
-
-
-def _entry(row: tuple[Any, ...]) -> JournalEntry:
-    key, request, state, task_id, url, gen_time, credits, error, code, updated = row
-    return JournalEntry(
-        key=str(key),
-        request=_request_from_wire(str(request)),
-        state=JournalState(state),
-        task_id=None if task_id is None else str(task_id),
-        video_url=None if url is None else str(url),
-        generation_time=None if gen_time is None else float(gen_time),
-        credits_used=None if credits is None else int(credits),
-        error=None if error is None else str(error),
-        error_code=None if code is None else str(code),
-        updated_at=float(updated),
-    )

@@ -58,12 +58,13 @@ _COLUMNS = {
 
 
 class JournalError(Sora2Error):
-    """The journal could not be read or written (``path``): a local problem, not the API's.
+    """The journal could not be read or written (``path``, ``None`` for a journal that is
+    no file, in Redis say): a local problem, not the API's.
 
     Writes are transactions: a failed one leaves the journal as it was.
     """
 
-    def __init__(self, message: str, *, path: Path) -> None:
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
         self.path = path
         super().__init__(message)
 

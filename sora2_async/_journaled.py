@@ -10,14 +10,20 @@ For each request the batch reads, :meth:`JournaledStart.start` looks it up in th
 * intent without an answer (uncertain): hand back :class:`UncertainSubmissionError`, unless
   ``resubmit_uncertain``.
 
-:meth:`JournaledStart.finished` records the terminal status of every followed task.
+:meth:`JournaledStart.follow` follows each task and records its terminal status. With a journal
+that has follower leases (:class:`FollowerLeases`, e.g. ``RedisJournal``) it holds the task's
+lease while it follows it (claimed first, renewed every third of its ttl, released at the
+end), so that one process follows a task and another adopts it if that one dies; a task
+whose lease another live process holds is not followed twice: its outcome is read from the
+journal once that process records it (or the task is followed here if its lease lapses).
+:class:`Adoption` hands out the tasks whose follower died, for ``client.as_completed``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 import anyio
@@ -25,6 +31,7 @@ import anyio
 from ._api import SendHooks
 from ._errors import GenerationFailedError, provably_not_created
 from ._journal import (
+    FollowerLeases,
     Journal,
     JournalEntry,
     JournalState,
@@ -35,7 +42,7 @@ from ._models import BatchResult, Task, TaskState, TaskStatus, VideoRequest, vid
 
 logger = logging.getLogger("sora2_async")
 
-__all__ = ["JournaledStart", "SubmitHooked", "final_status_of"]
+__all__ = ["Adoption", "JournaledStart", "LeasedJournal", "SubmitHooked", "final_status_of"]
 
 
 class SubmitHooked(Protocol):
@@ -44,6 +51,13 @@ class SubmitHooked(Protocol):
     def __call__(
         self, request: VideoRequest, *, hooks: SendHooks | None = None
     ) -> Awaitable[Task]: ...
+
+
+class LeasedJournal(Journal, FollowerLeases, Protocol):
+    """A journal with follower leases."""
+
+
+Follow = Callable[[Task], Awaitable[BatchResult]]
 
 
 class _Intent:
@@ -107,7 +121,11 @@ class JournaledStart:
     """Starts a batch's requests through a :class:`Journal` (one per batch run)."""
 
     def __init__(
-        self, journal: Journal, submit: SubmitHooked, *, resubmit_uncertain: bool = False
+        self,
+        journal: Journal,
+        submit: SubmitHooked | None,
+        *,
+        resubmit_uncertain: bool = False,
     ) -> None:
         self._journal = journal
         self._submit = submit
@@ -132,6 +150,8 @@ class JournaledStart:
                 return _outcome(entry)
             if entry.state is JournalState.INTENT and not self._resubmit_uncertain:
                 raise UncertainSubmissionError(key, request)
+        if self._submit is None:
+            raise RuntimeError("this batch follows tasks only: it submits nothing")
         try:
             task = await self._submit(request, hooks=_Intent(self._journal, key, request))
         except Exception as exc:
@@ -151,6 +171,73 @@ class JournaledStart:
         self._keys[task.task_id] = key
         return task
 
+    async def follow(self, task: Task, follow: Follow) -> BatchResult:
+        """``follow(task)``, under the task's follower lease when the journal has leases,
+        and its terminal status recorded (:meth:`finished`).
+
+        A task the journal does not know is followed and nothing is recorded. A task whose
+        lease another live owner holds is not followed: its outcome comes from the journal
+        when that owner records it, unless the lease lapses first (then it is claimed and
+        followed here). The lease is released when following ends, however it ends.
+
+        Raises:
+            JournalError: the journal could not be read, or the status not recorded.
+        """
+        journal = self._journal
+        if not isinstance(journal, FollowerLeases):
+            result = await follow(task)
+            await self.finished(result)
+            return result
+        key = self._keys.get(task.task_id)
+        if key is None:
+            key = await journal.task_key(task.task_id)
+            if key is None:  # not this journal's task
+                return await follow(task)
+            self._keys[task.task_id] = key
+        leased = await self._lease(journal, key)
+        if isinstance(leased, BatchResult):
+            return leased
+        try:
+            async with anyio.create_task_group() as renewing:
+                if leased:
+                    renewing.start_soon(self._renew, journal, key)
+                result = await follow(task)
+                renewing.cancel_scope.cancel()
+            await self.finished(result)
+        finally:
+            if leased:
+                await _release(journal, key)
+        return result
+
+    async def _lease(self, journal: FollowerLeases, key: str) -> BatchResult | bool:
+        """Claim ``key``'s lease, waiting while another owner's is live: ``True`` when held,
+        ``False`` when its entry is not a running task (followed without a lease), or the
+        outcome the other owner recorded."""
+        while not await journal.claim(key):
+            entry = await self._journal.lookup(key)
+            if entry is not None and entry.state in (JournalState.COMPLETED, JournalState.FAILED):
+                return _outcome(entry)
+            if entry is None or entry.state is not JournalState.SUBMITTED:
+                return False
+            await anyio.sleep(min(2.0, journal.follower_ttl / 3))
+        return True
+
+    async def _renew(self, journal: FollowerLeases, key: str) -> None:
+        while True:
+            await anyio.sleep(journal.follower_ttl / 3)
+            try:
+                held = await journal.renew(key)
+            except Exception as exc:  # Redis away for a moment: try again at the next turn
+                logger.warning("could not renew the follower lease of %s: %s", key, exc)
+                continue
+            if not held:
+                logger.warning(
+                    "the follower lease of %s lapsed and another process took it (or the task "
+                    "ended there); following it here too",
+                    key,
+                )
+                return
+
     async def finished(self, result: BatchResult) -> None:
         """Record the terminal status of a followed task (nothing when it did not end)."""
         status = final_status_of(result)
@@ -159,3 +246,54 @@ class JournaledStart:
             return
         with anyio.CancelScope(shield=True):
             await self._journal.record_status(key, status)
+
+
+async def _release(journal: FollowerLeases, key: str) -> None:
+    """Give up ``key``'s lease, even when cancelled; a failure only delays its adoption."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        try:
+            await journal.release(key)
+        except Exception as exc:
+            logger.warning("could not release the follower lease of %s: %s", key, exc)
+
+
+class Adoption:
+    """The tasks of a journal whose follower died, as they are claimed: an async iterable of
+    :class:`Task` for ``client.as_completed(adoption)``, which follows them under their
+    leases and records how they end (``RedisJournal.adopt()`` makes one).
+
+    Each look claims every task whose lease lapsed (atomically: no other process gets
+    them). When none is found it looks again ``every`` seconds (default: a third of the
+    journal's ``follower_ttl``), and ends once no running task is left that another owner
+    holds, unless ``watch``.
+    """
+
+    def __init__(
+        self, journal: LeasedJournal, *, watch: bool = False, every: float | None = None
+    ) -> None:
+        if every is not None and not every > 0:
+            raise ValueError(f"every must be positive, not {every!r}")
+        self._journal = journal
+        self._watch = watch
+        self._every = every
+
+    @property
+    def journal(self) -> LeasedJournal:
+        """The journal whose tasks it adopts."""
+        return self._journal
+
+    def __aiter__(self) -> AsyncIterator[Task]:
+        return self._tasks()
+
+    async def _tasks(self) -> AsyncIterator[Task]:
+        every = self._every if self._every is not None else self._journal.follower_ttl / 3
+        while True:
+            entries = await self._journal.adoptable()
+            for entry in entries:
+                if entry.task_id is not None:
+                    logger.info("adopting task %s: its follower's lease lapsed", entry.task_id)
+                    yield Task(entry.task_id, entry.request, _submitted_at(entry))
+            if not entries:
+                if not self._watch and await self._journal.held_elsewhere() == 0:
+                    return
+                await anyio.sleep(every)

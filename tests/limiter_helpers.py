@@ -186,18 +186,18 @@ class Stores:
                 await lim.aclose()
 
 
-def held_clock_redis_limiter() -> Any:
-    """``RedisLimiter`` that keeps a virtual clock from jumping while Redis answers.
+def held_clock(cls: type[Any]) -> Any:
+    """``cls`` (a Redis store whose round trips all go through ``_run``), keeping a virtual
+    clock from jumping while Redis answers.
 
     A mock clock jumps as soon as every task waits, and a task waiting for Redis's answer
     waits; the answer would then come "later" than any sleeper's deadline. While a call is on
     its way, a second task yields in a loop, so the loop is never idle and the clock stays:
     the store's decisions are taken at the instant the test means, as in memory.
     """
-    from sora2_async.redis import RedisLimiter
 
-    class HeldClockRedisLimiter(RedisLimiter):
-        async def _run(self, op: str, args: list[str]) -> list[Any]:
+    class HeldClock(cls):  # type: ignore[misc, valid-type]
+        async def _run(self, *args: Any) -> Any:
             answered = anyio.Event()
 
             async def hold() -> None:
@@ -207,11 +207,19 @@ def held_clock_redis_limiter() -> Any:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(hold)
                 try:
-                    return await super()._run(op, args)
+                    return await super()._run(*args)
                 finally:
                     answered.set()
 
-    return HeldClockRedisLimiter
+    HeldClock.__name__ = HeldClock.__qualname__ = f"HeldClock{cls.__name__}"
+    return HeldClock
+
+
+def held_clock_redis_limiter() -> Any:
+    """``RedisLimiter`` that keeps a virtual clock from jumping while Redis answers."""
+    from sora2_async.redis import RedisLimiter
+
+    return held_clock(RedisLimiter)
 
 
 class Run:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import anyio
-import attrs
 import httpx
 import pytest
 
@@ -33,6 +32,7 @@ from sora2_async import (
     VideoRequest,
 )
 from sora2_async._journal import request_key
+from sora2_async._journal_codec import status_fields
 from sora2_async.testing import RuleTransport, Simulator
 
 pytestmark = pytest.mark.anyio
@@ -74,15 +74,8 @@ class MemoryJournal:
         self._put(key, request, JournalState.REJECTED, error=error)
 
     async def record_status(self, key: str, status: TaskStatus) -> None:
-        done = status.state is TaskState.COMPLETED
-        self.rows[key] = attrs.evolve(
-            self.rows[key],
-            state=JournalState.COMPLETED if done else JournalState.FAILED,
-            task_id=status.task_id,
-            video_url=status.video_url,
-            error=status.error,
-            error_code=status.error_code,
-        )
+        state, fields = status_fields(status)
+        self._put(key, self.rows[key].request, JournalState(state), **fields)
 
 
 class DropGenerate(httpx.AsyncBaseTransport):

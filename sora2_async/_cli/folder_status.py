@@ -16,7 +16,8 @@ from typing import Any
 import attrs
 
 from .._client import API_KEY_ENV
-from .._journal import _COLUMNS, JournalEntry, JournalState, _entry
+from .._journal import _COLUMNS, JournalEntry, JournalState
+from .._journal_codec import entry_from_row
 from .._journal_db import read_meta
 from .errors import CLIError
 from .folder import KEY_FINGERPRINT
@@ -138,7 +139,7 @@ def _read_journal(path: Path) -> tuple[dict[str, JournalEntry], str | None]:
         raise CLIError(f"cannot read the journal {path}: {exc}") from None
     try:
         rows = db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY created_at, rowid")
-        entries = {entry.key: entry for entry in map(_entry, rows)}
+        entries = {entry.key: entry for entry in map(entry_from_row, rows)}
         try:
             fingerprint = read_meta(db, KEY_FINGERPRINT)
         except sqlite3.OperationalError:  # a journal from before keys were recorded

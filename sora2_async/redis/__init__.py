@@ -9,6 +9,14 @@ client calls asyncio directly and does not run on trio.
     async with RedisLimiter.from_url("redis://localhost:6379/0") as limiter:
         async with Sora2Client(rate_limit=limiter) as client:
             ...
+
+:class:`RedisJournal` is a batch's journal there, with follower leases: every process of
+every host that runs the batch (or ``client.as_completed(journal.adopt())``) shares it, each
+running task has one follower, and the tasks of a follower that died are adopted:
+
+    async with RedisJournal.from_url(url, name="my-batch") as journal:
+        async with client.batch(requests, journal=journal) as results:
+            ...
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installation
     raise ImportError("sora2_async.redis needs coredis: pip install 'sora2-async[redis]'") from None
 
+from ._journal import RedisJournal
 from ._limiter import RedisLimiter
 
-__all__ = ["RedisLimiter"]
+__all__ = ["RedisJournal", "RedisLimiter"]
