@@ -114,11 +114,6 @@ class SlidingWindowLimiter(QueuedLimiter):
         self._rate_limited = 0
 
     @property
-    def renew_every(self) -> float:
-        """How often :meth:`renew` is needed to keep leases alive (``inf``: never)."""
-        return self._lease_ttl / 3
-
-    @property
     def last_state(self) -> BudgetState:
         """A snapshot of the budget now (in memory, always fresh)."""
         return self._snapshot(_View(self, self._prune()), rate_limited=self._rate_limited)

@@ -53,6 +53,8 @@ class QueuedLimiter:
     # A store whose answers take a round trip (a thread, a socket) asks one question at a
     # time, so that this process's requests are decided in the order they came.
     _serial: anyio.Lock | None = None
+    _lease_ttl: float = math.inf  # a store's leases lapse this long after the last renewal
+    _last: BudgetState  # a shared store's latest snapshot
 
     def __init__(
         self, rate_limit: RateLimit | None, *, margin: float, starve_after: float | None
@@ -87,9 +89,15 @@ class QueuedLimiter:
         )
 
     @property
-    def last_state(self) -> BudgetState:  # pragma: no cover - every store overrides it
-        """The latest snapshot, without a round trip."""
-        raise NotImplementedError
+    def last_state(self) -> BudgetState:
+        """The snapshot the latest call to the store returned (no round trip)."""
+        return self._last
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds within which :meth:`renew` keeps this owner's leases alive (``inf``:
+        they never lapse)."""
+        return self._lease_ttl / 3
 
     # -- the permit protocol -------------------------------------------------------------------
 

@@ -151,16 +151,6 @@ class SQLiteLimiter(QueuedLimiter):
         """The store file."""
         return self._path
 
-    @property
-    def renew_every(self) -> float:
-        """Seconds within which :meth:`renew` keeps this process's leases alive."""
-        return self._lease_ttl / 3
-
-    @property
-    def last_state(self) -> BudgetState:
-        """The snapshot taken by the latest transaction (no round trip)."""
-        return self._last
-
     # -- the protocol --------------------------------------------------------------------------
 
     def _now(self) -> float:

@@ -195,16 +195,6 @@ class RedisLimiter(QueuedLimiter):
         """The hash tag of this key's budget in Redis."""
         return self._namespace
 
-    @property
-    def renew_every(self) -> float:
-        """Seconds within which :meth:`renew` keeps this process's leases alive."""
-        return self._lease_ttl / 3
-
-    @property
-    def last_state(self) -> BudgetState:
-        """The snapshot the latest script call returned (no round trip)."""
-        return self._last
-
     def on_unreachable(self, listener: Callable[[BaseException | None], None]) -> None:
         """Call ``listener(error)`` when Redis stops answering, and ``listener(None)`` when
         it is back."""
