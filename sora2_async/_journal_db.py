@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 from ._errors import Sora2Error
+from ._journal_codec import COLUMNS
 
 __all__ = [
     "META_SCHEMA",
@@ -42,19 +43,8 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 # Facts about the journal itself (the fingerprint of the key it was made with: never a key).
 META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
-_COLUMNS = {
-    "key",
-    "request",
-    "state",
-    "task_id",
-    "video_url",
-    "generation_time",
-    "credits_used",
-    "error",
-    "error_code",
-    "created_at",
-    "updated_at",
-}
+# The columns a journal must have: what an entry is read from, and the order of entries.
+_COLUMNS = {*COLUMNS, "created_at"}
 
 
 class JournalError(Sora2Error):
