@@ -40,18 +40,38 @@ from ._app import (
     get_sora2,
     sora2_lifespan,
 )
+from ._memory_store import MemoryVideoStore
+from ._records import (
+    UNCERTAIN,
+    BatchRecord,
+    Created,
+    IdempotencyConflictError,
+    VideoRecord,
+    VideoStore,
+    VideoStoreError,
+)
 from ._service import ShuttingDownError, Sora2Service
+from ._sqlite_store import SQLiteVideoStore
 from ._views import BatchJob, BatchView, VideoState, VideoView
 
 __all__ = [
     "STATE_KEY",
+    "UNCERTAIN",
     "BatchJob",
+    "BatchRecord",
     "BatchView",
+    "Created",
+    "IdempotencyConflictError",
+    "MemoryVideoStore",
+    "SQLiteVideoStore",
     "ShuttingDownError",
     "Sora2",
     "Sora2ClientDep",
     "Sora2Service",
+    "VideoRecord",
     "VideoState",
+    "VideoStore",
+    "VideoStoreError",
     "VideoView",
     "drain_on_uvicorn_shutdown",
     "get_client",

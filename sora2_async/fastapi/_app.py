@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from .._client import Sora2Client
+from ._records import VideoStore
 from ._service import _LIVE, Sora2Service
 
 __all__ = [
@@ -32,16 +33,29 @@ STATE_KEY = "sora2"
 class _Lifespan:
     """Opens the client and the service when the app starts; closes both when it stops."""
 
-    def __init__(self, app: Any, make_client: Callable[[], Sora2Client], remember: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        make_client: Callable[[], Sora2Client],
+        remember: int,
+        store: VideoStore | Callable[[], VideoStore] | None,
+    ) -> None:
         self._app = app
         self._make_client = make_client
         self._remember = remember
+        self._store = store
         self._stack: AsyncExitStack | None = None
 
     async def __aenter__(self) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
+            store = self._store
+            if callable(store) and not isinstance(store, VideoStore):
+                store = store()  # made here: entered here, and closed when the app stops
+                if isinstance(store, AbstractAsyncContextManager):
+                    await stack.enter_async_context(store)
             client = await stack.enter_async_context(self._make_client())
-            service = await stack.enter_async_context(Sora2Service(client, remember=self._remember))
+            service = Sora2Service(client, store=store, remember=self._remember)
+            service = await stack.enter_async_context(service)
             self._stack = stack.pop_all()  # from here on, closed by __aexit__
         setattr(self._app.state, STATE_KEY, service)
         return {STATE_KEY: service}
@@ -57,14 +71,20 @@ class _Lifespan:
 
 
 def sora2_lifespan(
-    make_client: Callable[[], Sora2Client] = Sora2Client, *, remember: int = 10_000
+    make_client: Callable[[], Sora2Client] = Sora2Client,
+    *,
+    store: VideoStore | Callable[[], VideoStore] | None = None,
+    remember: int = 10_000,
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A FastAPI lifespan with one client and one :class:`Sora2Service` for the app's life.
 
     ``FastAPI(lifespan=sora2_lifespan())`` makes the client with ``Sora2Client()`` (key and
     base URL from ``NANOPHOTO_API_KEY`` and ``NANOPHOTO_BASE_URL``); pass ``make_client`` to
-    build it otherwise. Routes get the service through the :data:`Sora2` dependency. On
-    shutdown every background wait is cancelled, then the client is closed.
+    build it otherwise. ``store`` is where accepted videos live (a :class:`VideoStore`, or
+    a function that makes one when the app starts: the lifespan then enters and closes it);
+    the default keeps them in the worker's memory. Routes get the service through the
+    :data:`Sora2` dependency. On shutdown every background wait is cancelled, then the
+    client (and a store made here) is closed.
 
     With a lifespan of your own, nest the service in it instead::
 
@@ -73,7 +93,7 @@ def sora2_lifespan(
             async with Sora2Client() as client, Sora2Service(client) as service:
                 yield {STATE_KEY: service}
     """
-    return functools.partial(_Lifespan, make_client=make_client, remember=remember)
+    return functools.partial(_Lifespan, make_client=make_client, remember=remember, store=store)
 
 
 def get_sora2(request: Request) -> Sora2Service:

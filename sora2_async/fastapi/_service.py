@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import os
+import socket
+import sys
 import threading
 import uuid
 import weakref
@@ -29,7 +33,11 @@ from .._client import Sora2Client
 from .._errors import InvalidRequestError, Sora2Error
 from .._events import Event, EventKind
 from .._models import Task, VideoRequest
+from ._accepting import Accepting
+from ._memory_store import MemoryVideoStore
+from ._records import VideoStore
 from ._views import BatchJob, BatchView, VideoView, view_of_error, view_of_status
+from ._worker import VideoWorker
 
 __all__ = ["ShuttingDownError", "Sora2Service"]
 
@@ -52,22 +60,55 @@ class _Followed:
     error: BaseException | None = None  # why following it ended without a final status
 
 
-class Sora2Service:
+def _several_workers() -> bool:
+    """Whether this process looks like one of several uvicorn (or gunicorn) workers."""
+    return multiprocessing.parent_process() is not None and (
+        "uvicorn" in sys.modules or "gunicorn" in sys.modules
+    )
+
+
+class Sora2Service(Accepting):
     """A client plus the task group that follows its videos in the background.
 
     Use it as an async context manager around the app's life (``sora2_lifespan`` does that)
     and hand it to routes as a dependency. All its methods are meant for the event loop's
     thread: use ``async def`` routes (FastAPI runs plain ``def`` ones in a thread pool).
 
+    Two ways to take videos:
+
+    * :meth:`accept` / :meth:`accept_batch` answer at once with a service id; the video is
+      recorded in ``store``, submitted in the background under the budget, and reported by
+      :meth:`video`, :meth:`batch` and :meth:`video_sse`. With a shared store
+      (:class:`SQLiteVideoStore` for the workers of one host, ``RedisVideoStore`` across
+      hosts) every worker answers for every video, idempotency keys hold across workers and
+      restarts, and a dead worker's videos are taken over.
+    * :meth:`submit` / :meth:`start_batch` / :meth:`follow` work in this process only,
+      reported by :meth:`view`, :meth:`batch_view` and :meth:`sse` (by task id).
+
     Args:
-        client: the client to use; the service does not close it.
+        client: the client to use; the service does not close it. With several workers, its
+            budget must be shared too (``SQLiteLimiter``, ``RedisLimiter``).
+        store: where accepted videos live (default: a :class:`MemoryVideoStore`, for one
+            worker; it warns when the process looks like one of several). The service does
+            not close it.
+        owner: this worker's name in the store's leases (default: host, pid, random part).
         remember: how many tasks and batches it keeps answers for (oldest are forgotten).
     """
 
-    def __init__(self, client: Sora2Client, *, remember: int = 10_000) -> None:
+    def __init__(
+        self,
+        client: Sora2Client,
+        *,
+        store: VideoStore | None = None,
+        owner: str | None = None,
+        remember: int = 10_000,
+    ) -> None:
         if remember < 1:
             raise ValueError(f"remember must be at least 1, not {remember!r}")
         self._client = client
+        self._store = store if store is not None else MemoryVideoStore(remember=remember)
+        owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._worker = VideoWorker(client, self._store, owner)
         self._remember = remember
         self._followed: OrderedDict[str, _Followed] = OrderedDict()
         self._batches: OrderedDict[str, BatchJob] = OrderedDict()
@@ -78,14 +119,24 @@ class Sora2Service:
         self.thread: int | None = None  #: the thread whose event loop runs it
 
     def __repr__(self) -> str:
-        return f"<Sora2Service {self._state} following={self._running}>"
+        return (
+            f"<Sora2Service {self._state} following={self._running} "
+            f"holding={self._worker.holding} store={self._store!r}>"
+        )
 
     async def __aenter__(self) -> Sora2Service:
         if self._state != "new":
             raise RuntimeError("a Sora2Service can be entered only once")
+        if isinstance(self._store, MemoryVideoStore) and _several_workers():
+            logger.warning(
+                "Sora2Service keeps its videos in this worker's memory, but the app runs in "
+                "several workers: each knows only its own videos. Give it a shared store "
+                "(SQLiteVideoStore on one host, RedisVideoStore across hosts)"
+            )
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        await task_group.start(self._worker.run)
         self._state = "running"
         self.thread = threading.get_ident()
         _LIVE.add(self)

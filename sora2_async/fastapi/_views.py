@@ -13,20 +13,35 @@ from pydantic import BaseModel
 
 from .._errors import APIError
 from .._models import BatchResult, Task, TaskStatus
+from ._records import VideoRecord
 
-__all__ = ["BatchJob", "BatchView", "VideoState", "VideoView", "view_of_error", "view_of_status"]
+__all__ = [
+    "BatchJob",
+    "BatchView",
+    "VideoState",
+    "VideoView",
+    "view_of_error",
+    "view_of_record",
+    "view_of_status",
+]
 
+#: ``queued`` until its generate is sent (a service's store-backed videos only), then
 #: ``processing`` until the video ends ``completed`` or ``failed``; ``error`` when the SDK
-#: stopped following it (the task was not found, or polling kept failing): the video may
-#: still finish on the server.
-VideoState = Literal["processing", "completed", "failed", "error"]
+#: stopped following it (the generate was refused, its answer was lost, the task was not
+#: found, or polling kept failing): the video may still finish on the server.
+VideoState = Literal["queued", "processing", "completed", "failed", "error"]
 
 
 class VideoView(BaseModel):
-    """One video as a backend reports it; :attr:`done` once ``state`` can no longer change."""
+    """One video as a backend reports it; :attr:`done` once ``state`` can no longer change.
 
-    task_id: str
+    ``id`` is the service's id of a video accepted with :meth:`Sora2Service.accept` (it
+    exists before the task does); ``task_id`` is the API's, once its generate was accepted.
+    """
+
+    task_id: str | None
     state: VideoState
+    id: str | None = None
     progress: str | None = None  #: the server's stage word, not a percentage
     video_url: str | None = None
     generation_time: float | None = None
@@ -37,7 +52,7 @@ class VideoView(BaseModel):
     @property
     def done(self) -> bool:
         """Whether the video has ended (completed, failed, or no longer followed)."""
-        return self.state != "processing"
+        return self.state not in ("queued", "processing")
 
 
 def view_of_status(status: TaskStatus) -> VideoView:
@@ -51,6 +66,21 @@ def view_of_status(status: TaskStatus) -> VideoView:
         credits_used=status.credits_used,
         error=status.error,
         error_code=status.error_code,
+    )
+
+
+def view_of_record(record: VideoRecord) -> VideoView:
+    """The view of a record of a service's store (``submitting`` shows as ``queued``)."""
+    return VideoView(
+        id=record.id,
+        task_id=record.task_id,
+        state="queued" if record.state == "submitting" else record.state,
+        progress=record.progress,
+        video_url=record.video_url,
+        generation_time=record.generation_time,
+        credits_used=record.credits_used,
+        error=record.error,
+        error_code=record.error_code,
     )
 
 
