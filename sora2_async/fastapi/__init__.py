@@ -31,6 +31,15 @@ except ImportError as _missing:  # the 'fastapi' extra: say which, not a bare Mo
         name=_missing.name,
     ) from None
 
+from .._video_records import (
+    UNCERTAIN,
+    BatchRecord,
+    Created,
+    IdempotencyConflictError,
+    VideoRecord,
+    VideoStore,
+    VideoStoreError,
+)
 from ._app import (
     STATE_KEY,
     Sora2,
@@ -41,15 +50,6 @@ from ._app import (
     sora2_lifespan,
 )
 from ._memory_store import MemoryVideoStore
-from ._records import (
-    UNCERTAIN,
-    BatchRecord,
-    Created,
-    IdempotencyConflictError,
-    VideoRecord,
-    VideoStore,
-    VideoStoreError,
-)
 from ._service import ShuttingDownError, Sora2Service
 from ._sqlite_store import SQLiteVideoStore
 from ._views import BatchJob, BatchView, VideoState, VideoView

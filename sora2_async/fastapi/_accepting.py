@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 import anyio
 
 from .._models import VideoRequest
-from ._records import BatchRecord, VideoRecord, VideoStore, digest_of
+from .._video_records import BatchRecord, VideoRecord, VideoStore, digest_of
 from ._views import BatchView, VideoView, view_of_record
 from ._worker import VideoWorker
 

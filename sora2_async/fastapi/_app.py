@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from .._client import Sora2Client
-from ._records import VideoStore
+from .._video_records import VideoStore
 from ._service import _LIVE, Sora2Service
 
 __all__ = [

@@ -11,13 +11,13 @@ from typing import Any
 import anyio
 import attrs
 
-from ._records import (
+from .._video_records import (
     BatchRecord,
     Created,
     IdempotencyConflictError,
     VideoRecord,
 )
-from ._rules import claimable, claimed, released, renewed, updated
+from .._video_rules import claimable, claimed, released, renewed, updated
 
 __all__ = ["MemoryVideoStore"]
 

@@ -33,9 +33,9 @@ from .._client import Sora2Client
 from .._errors import InvalidRequestError, Sora2Error
 from .._events import Event, EventKind
 from .._models import Task, VideoRequest
+from .._video_records import VideoStore
 from ._accepting import Accepting
 from ._memory_store import MemoryVideoStore
-from ._records import VideoStore
 from ._views import BatchJob, BatchView, VideoView, view_of_error, view_of_status
 from ._worker import VideoWorker
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 
-from ._records import (
+from .._video_records import (
     FIELDS,
     BatchRecord,
     Created,
@@ -32,7 +32,7 @@ from ._records import (
     record_fields,
     record_from_fields,
 )
-from ._rules import claimable, claimed, released, renewed, updated
+from .._video_rules import claimable, claimed, released, renewed, updated
 
 __all__ = ["SQLiteVideoStore"]
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from .._errors import APIError
 from .._models import BatchResult, Task, TaskStatus
-from ._records import VideoRecord
+from .._video_records import VideoRecord
 
 __all__ = [
     "BatchJob",

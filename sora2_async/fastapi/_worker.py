@@ -27,7 +27,7 @@ from .._events import Event, EventKind
 from .._journal_codec import status_fields
 from .._journaled import final_status_of
 from .._models import BatchResult, Task
-from ._records import UNCERTAIN, VideoRecord, VideoStore
+from .._video_records import UNCERTAIN, VideoRecord, VideoStore
 
 __all__ = ["VideoWorker"]
 

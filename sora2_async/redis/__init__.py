@@ -17,6 +17,9 @@ running task has one follower, and the tasks of a follower that died are adopted
     async with RedisJournal.from_url(url, name="my-batch") as journal:
         async with client.batch(requests, journal=journal) as results:
             ...
+
+:class:`RedisVideoStore` is where a FastAPI app's ``Sora2Service`` keeps its videos when its
+workers run on several hosts (see ``sora2_async.fastapi``).
 """
 
 from __future__ import annotations
@@ -28,5 +31,6 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 from ._journal import RedisJournal
 from ._limiter import RedisLimiter
+from ._videos import RedisVideoStore
 
-__all__ = ["RedisJournal", "RedisLimiter"]
+__all__ = ["RedisJournal", "RedisLimiter", "RedisVideoStore"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from ._records import TERMINAL, VideoRecord
+from ._video_records import TERMINAL, VideoRecord
 
 __all__ = ["claimable", "claimed", "released", "renewed", "updated"]
 

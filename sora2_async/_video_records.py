@@ -24,9 +24,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
-from .._errors import Sora2Error
-from .._journal_codec import request_from_text, request_text
-from .._models import VideoRequest
+from ._errors import Sora2Error
+from ._journal_codec import request_from_text, request_text
+from ._models import VideoRequest
 
 __all__ = [
     "FIELDS",
