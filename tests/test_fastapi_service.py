@@ -258,6 +258,7 @@ def test_the_public_names() -> None:
             "IdempotencyConflictError",
             "MemoryVideoStore",
             "SQLiteVideoStore",
+            "SharedStores",
             "ShuttingDownError",
             "Sora2",
             "Sora2ClientDep",
@@ -270,6 +271,7 @@ def test_the_public_names() -> None:
             "drain_on_uvicorn_shutdown",
             "get_client",
             "get_sora2",
+            "open_shared_stores",
             "sora2_lifespan",
         ]
     )

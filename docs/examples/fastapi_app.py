@@ -1,36 +1,47 @@
-"""A FastAPI backend that makes videos with sora2_async.
+"""A FastAPI backend that makes videos with sora2_async, on any number of workers.
 
-    POST /videos               submit one video: 202 and its task id; it is polled in the background
+    POST /videos               take one video: 202 and its id at once; made in the background
     GET  /videos/{id}          what is known of it now (spends no budget)
     GET  /videos/{id}/events   its progress as server-sent events, until it is done
-    POST /batches              submit many: 202 and a batch id
+    POST /batches              take many: 202 and a batch id
     GET  /batches/{id}         the batch's videos so far
 
-However many HTTP clients watch a video, the key's budget pays for one poller.
+Every worker shares one budget and one record of the videos: SQLite files in the user's
+state folder when the workers run on one host, Redis (NANOPHOTO_REDIS_URL) across hosts. Any
+worker answers for any video; a POST with an Idempotency-Key header that comes again returns
+the same video and pays nothing twice; a worker that dies has its videos taken over.
 
 Run it (the key and base URL come from NANOPHOTO_API_KEY and NANOPHOTO_BASE_URL):
 
     pip install 'sora2-async[fastapi,server]'
-    NANOPHOTO_API_KEY=... uvicorn fastapi_app:app --app-dir docs/examples
+    NANOPHOTO_API_KEY=... uvicorn fastapi_app:app --app-dir docs/examples --workers 4
+
+Across hosts, with the 'redis' extra too:
+
+    NANOPHOTO_REDIS_URL=redis://redis.internal:6379/0 NANOPHOTO_API_KEY=... \
+        uvicorn fastapi_app:app --app-dir docs/examples --workers 4
 
 Against the simulator, 60 times faster than the real API:
 
     python -m sora2_async.testing --port 8765 --time-scale 60 &
     NANOPHOTO_API_KEY=demo NANOPHOTO_BASE_URL=http://127.0.0.1:8765 SORA2_TIME_SCALE=60 \
-        uvicorn fastapi_app:app --app-dir docs/examples
+        uvicorn fastapi_app:app --app-dir docs/examples --workers 4
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Literal
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from sora2_async import (
     APIConnectionError,
+    BudgetStoreError,
     InsufficientCreditsError,
     InvalidRequestError,
     RateLimit,
@@ -40,26 +51,37 @@ from sora2_async import (
     VideoRequest,
 )
 from sora2_async.fastapi import (
+    STATE_KEY,
     BatchView,
+    IdempotencyConflictError,
     ShuttingDownError,
     Sora2,
+    Sora2Service,
+    VideoStoreError,
     VideoView,
     drain_on_uvicorn_shutdown,
-    sora2_lifespan,
+    open_shared_stores,
 )
 
 
-def make_client() -> Sora2Client:
-    """The app's one client. SORA2_TIME_SCALE matches a simulator run faster (tests, demos);
-    SORA2_RATE_LIMIT is the key's requests per hour, if it is not the default 100."""
-    return Sora2Client(
-        time_scale=float(os.environ.get("SORA2_TIME_SCALE", "1")),
-        rate_limit=RateLimit(int(os.environ.get("SORA2_RATE_LIMIT", "100"))),
-    )
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    """One budget and one video store shared by every worker, one client and one service per
+    worker. SORA2_TIME_SCALE matches a simulator run faster (tests, demos); SORA2_RATE_LIMIT
+    is the key's requests per hour, if it is not the default 100."""
+    scale = float(os.environ.get("SORA2_TIME_SCALE", "1"))
+    rate_limit = RateLimit(int(os.environ.get("SORA2_RATE_LIMIT", "100")))
+    async with (
+        open_shared_stores(rate_limit=rate_limit, time_scale=scale) as stores,
+        Sora2Client(rate_limit=stores.budget, time_scale=scale) as client,
+        Sora2Service(client, store=stores.videos) as service,
+    ):
+        setattr(app.state, STATE_KEY, service)  # for code that holds the app (tests)
+        yield {STATE_KEY: service}
 
 
 drain_on_uvicorn_shutdown()  # Ctrl-C ends open event streams at once instead of waiting
-app = FastAPI(title="Videos", lifespan=sora2_lifespan(make_client))
+app = FastAPI(title="Videos", lifespan=lifespan)
 
 
 class VideoIn(BaseModel):
@@ -81,75 +103,103 @@ class VideoIn(BaseModel):
         )
 
 
-class Accepted(BaseModel):
-    task_id: str
+class Problem(BaseModel):
+    """An error's answer."""
+
+    detail: str
 
 
 class BatchIn(BaseModel):
+    """Videos to make together."""
+
     videos: list[VideoIn] = Field(min_length=1, max_length=1000)
-    max_in_flight: int | None = Field(default=None, ge=1)
-
-
-class BatchAccepted(BaseModel):
-    batch_id: str
-    total: int
 
 
 # Every route is ``async def``: the SDK lives on the event loop, and FastAPI would run a
 # plain ``def`` route in a worker thread.
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="the same key again returns the same video; with another body, a 409",
+    ),
+]
+NOT_FOUND = {404: {"model": Problem, "description": "no such video or batch"}}
+REFUSED = {
+    409: {"model": Problem, "description": "the Idempotency-Key came with another body"},
+    503: {"model": Problem, "description": "shutting down, or the shared store is away"},
+}
+EVENT_STREAM = {
+    200: {
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "server-sent events: one per state change, each a VideoView as JSON",
+    }
+}
 
-@app.post("/videos", status_code=202)
-async def create_video(video: VideoIn, sora2: Sora2) -> Accepted:
-    task = await sora2.submit(video.to_request())  # one request; may wait for the budget
-    return Accepted(task_id=task.task_id)
+
+@app.post("/videos", status_code=202, responses=REFUSED)
+async def create_video(
+    video: VideoIn, sora2: Sora2, idempotency_key: IdempotencyKey = None
+) -> VideoView:
+    # Recorded and answered at once; submitted in the background under the shared budget.
+    return await sora2.accept(video.to_request(), idempotency_key=idempotency_key)
 
 
-@app.get("/videos/{task_id}")
-async def get_video(task_id: str, sora2: Sora2) -> VideoView:
-    view = sora2.view(task_id)  # what the SDK already knows: no request
+@app.get("/videos/{video_id}", responses=NOT_FOUND)
+async def get_video(video_id: str, sora2: Sora2) -> VideoView:
+    view = await sora2.video(video_id)  # from the shared store: no request
     if view is None:
-        raise HTTPException(404, f"no video {task_id} here")
+        raise HTTPException(404, f"no video {video_id}")
     return view
 
 
-@app.get("/videos/{task_id}/events")
-async def video_events(task_id: str, sora2: Sora2) -> StreamingResponse:
-    if sora2.view(task_id) is None:
-        raise HTTPException(404, f"no video {task_id} here")
+@app.get(
+    "/videos/{video_id}/events",
+    response_class=StreamingResponse,
+    responses={**EVENT_STREAM, **NOT_FOUND},
+)
+async def video_events(video_id: str, sora2: Sora2) -> StreamingResponse:
+    if await sora2.video(video_id) is None:
+        raise HTTPException(404, f"no video {video_id}")
     return StreamingResponse(
-        sora2.sse(task_id),
+        sora2.video_sse(video_id),
         media_type="text/event-stream",
         # No caching, and no buffering in proxies (nginx): each event goes out as it happens.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-@app.post("/batches", status_code=202)
-async def create_batch(batch: BatchIn, sora2: Sora2) -> BatchAccepted:
+@app.post("/batches", status_code=202, responses=REFUSED)
+async def create_batch(
+    batch: BatchIn, sora2: Sora2, idempotency_key: IdempotencyKey = None
+) -> BatchView:
     requests = [video.to_request() for video in batch.videos]  # all valid, or a 422
-    job = sora2.start_batch(requests, max_in_flight=batch.max_in_flight)
-    return BatchAccepted(batch_id=job.batch_id, total=job.total)
+    return await sora2.accept_batch(requests, idempotency_key=idempotency_key)
 
 
-@app.get("/batches/{batch_id}")
+@app.get("/batches/{batch_id}", responses=NOT_FOUND)
 async def get_batch(batch_id: str, sora2: Sora2) -> BatchView:
-    view = sora2.batch_view(batch_id)
+    view = await sora2.batch(batch_id)
     if view is None:
-        raise HTTPException(404, f"no batch {batch_id} here")
+        raise HTTPException(404, f"no batch {batch_id}")
     return view
 
 
 @app.exception_handler(Sora2Error)
 @app.exception_handler(ShuttingDownError)
+@app.exception_handler(IdempotencyConflictError)
 async def sdk_error(request: Request, exc: Exception) -> JSONResponse:
     """The SDK's errors as HTTP answers: the caller's fault (4xx), or ours upstream (5xx)."""
     headers: dict[str, str] = {}
-    if isinstance(exc, InvalidRequestError):
+    if isinstance(exc, IdempotencyConflictError):
+        status = 409
+    elif isinstance(exc, InvalidRequestError):
         status = 422
     elif isinstance(exc, InsufficientCreditsError):
         status = 402
-    elif isinstance(exc, (ShuttingDownError, RateLimitError)):
+    elif isinstance(exc, (ShuttingDownError, RateLimitError, VideoStoreError, BudgetStoreError)):
         status, headers = 503, {"Retry-After": "30"}
     elif isinstance(exc, APIConnectionError):
         status = 504

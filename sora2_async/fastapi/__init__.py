@@ -51,6 +51,7 @@ from ._app import (
 )
 from ._memory_store import MemoryVideoStore
 from ._service import ShuttingDownError, Sora2Service
+from ._shared import SharedStores, open_shared_stores
 from ._sqlite_store import SQLiteVideoStore
 from ._views import BatchJob, BatchView, VideoState, VideoView
 
@@ -64,6 +65,7 @@ __all__ = [
     "IdempotencyConflictError",
     "MemoryVideoStore",
     "SQLiteVideoStore",
+    "SharedStores",
     "ShuttingDownError",
     "Sora2",
     "Sora2ClientDep",
@@ -76,5 +78,6 @@ __all__ = [
     "drain_on_uvicorn_shutdown",
     "get_client",
     "get_sora2",
+    "open_shared_stores",
     "sora2_lifespan",
 ]

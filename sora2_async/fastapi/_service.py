@@ -171,8 +171,9 @@ class Sora2Service(Accepting):
 
     @property
     def running(self) -> int:
-        """Background waits and batches running now (0 once the service has exited)."""
-        return self._running
+        """Background waits, batches and accepted videos worked on now (0 once the service
+        has exited)."""
+        return self._running + self._worker.holding
 
     def drain(self) -> None:
         """Begin shutting down: refuse new videos and end every event stream now.
