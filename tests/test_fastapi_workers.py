@@ -4,7 +4,8 @@ The simulator serves the API over HTTP (in this process, ``SCALE`` times faster 
 one); the app runs as ``uvicorn fastapi_app:app --workers 4`` in processes of its own, its
 workers sharing the SQLite store files of one state folder, or a real ``redis-server``. Half
 the POSTs repeat an earlier one's Idempotency-Key; every request goes on a fresh connection,
-so that they land on every worker; one worker is killed with SIGKILL mid-run.
+so that they land on every worker (``tests/apps/worker_app.py`` serves the example with an
+``X-Worker`` header that says which answered); one worker is killed with SIGKILL mid-run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import pytest
 
 from sora2_async._fingerprint import key_fingerprint
 from sora2_async.testing import Simulator, serve_in_thread
-from tests.fastapi_helpers import EXAMPLE, api_requests, free_port
+from tests.fastapi_helpers import api_requests, free_port
 
 pytestmark = [
     pytest.mark.anyio,
@@ -39,6 +41,7 @@ SCALE = 240.0  # a sora2 video takes 0.25-0.75 s; the budget's hour, 15 s
 KEY = "workers-test-key"
 DISTINCT = 60  # videos asked for, each POSTed twice with one Idempotency-Key: the budget binds
 WORKERS = 4
+APPS = Path(__file__).parent / "apps"  # worker_app: the example, saying which worker answered
 
 
 def children_of(pid: int) -> list[int]:
@@ -93,22 +96,96 @@ async def fresh(http: httpx.AsyncClient, method: str, path: str, **kwargs: Any) 
     raise AssertionError("unreachable")
 
 
+class Deployment:
+    """``uvicorn fastapi_app:app --workers 4`` in front of the simulator: start, stop, kill."""
+
+    def __init__(self, env: dict[str, str], log: Any, records: Records) -> None:
+        self.env, self.log, self.records = env, log, records
+        self.port = free_port()
+        self.process: Any = None
+        self.answered: Counter[str] = Counter()  # answers by worker pid
+
+        async def count(response: httpx.Response) -> None:
+            self.answered[response.headers.get("x-worker", "?")] += 1
+
+        limits = httpx.Limits(max_keepalive_connections=0)  # a fresh connection each time
+        self.http = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.port}",
+            timeout=10,
+            limits=limits,
+            event_hooks={"response": [count]},
+        )
+
+    def workers(self) -> list[int]:
+        """The worker processes' pids."""
+        return children_of(self.process.pid)
+
+    async def start(self) -> None:
+        command = [sys.executable, "-m", "uvicorn", "worker_app:app", "--app-dir"]
+        command += [str(APPS), "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--workers", str(WORKERS)]
+        self.process = await anyio.open_process(
+            command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while len(self.workers()) < WORKERS or not _answers(self.port):
+            assert self.process.returncode is None, "uvicorn died while starting"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            await anyio.sleep(0.1)
+
+    async def stop(self) -> None:
+        """Ctrl-C, and wait (killing it all only if it does not stop)."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        workers = self.workers()
+        self.process.send_signal(signal.SIGINT)
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(15):
+                await self.process.wait()
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+                for pid in workers:  # orphans of a uvicorn that would not stop
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+
+    async def kill_everything(self) -> None:
+        """SIGKILL uvicorn and every worker at once, at a moment when no generate is on the
+        wire (all frozen with SIGSTOP first, then looked at: see :func:`kill_a_worker`)."""
+        pids = [self.process.pid, *self.workers()]
+        for _ in range(200):
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            await anyio.sleep(0.05)
+            if all(r["state"] != "submitting" for r in await self.records.all()):
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                await self.process.wait()
+                return
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+            await anyio.sleep(0.05)
+        raise AssertionError("found no moment to kill the app")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return str(self.log.read().decode(errors="replace"))
+
+
 @pytest.fixture(params=["sqlite", "redis"])
 async def app(
     request: pytest.FixtureRequest, tmp_path: Path, state_folder: Path
-) -> AsyncIterator[dict[str, Any]]:
-    """The simulator over HTTP and the example under ``uvicorn --workers 4`` in front of it."""
+) -> AsyncIterator[tuple[Deployment, Simulator]]:
+    """The simulator over HTTP, and the example deployed (started) in front of it."""
     sim = Simulator(seed=41, time_scale=SCALE, failure_rate=0.0)
     redis_url = None
     if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        redis_url = server.url
+        redis_url = request.getfixturevalue("redis_server").url
         import coredis
 
         async with coredis.Redis.from_url(redis_url) as client:
             await client.flushall()  # a fresh budget and store for this run
-    with serve_in_thread(sim) as api_url:
-        port = free_port()
+    with serve_in_thread(sim) as api_url, (tmp_path / "uvicorn.log").open("w+b") as log:
         env = {
             **os.environ,
             "NANOPHOTO_API_KEY": KEY,
@@ -119,42 +196,14 @@ async def app(
         env.pop("NANOPHOTO_REDIS_URL", None)
         if redis_url:
             env["NANOPHOTO_REDIS_URL"] = redis_url
-        log = (tmp_path / "uvicorn.log").open("w+b")
-        command = [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir"]
-        command += [str(EXAMPLE.parent), "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--workers", str(WORKERS)]
-        process = await anyio.open_process(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+        records = Records(request.param, state_folder, api_url, redis_url)
+        deployment = Deployment(env, log, records)
         try:
-            deadline = time.monotonic() + 30
-            while len(children_of(process.pid)) < WORKERS or not _answers(port):
-                assert process.returncode is None, "uvicorn died while starting"
-                assert time.monotonic() < deadline, "uvicorn did not start"
-                await anyio.sleep(0.1)
-            limits = httpx.Limits(max_keepalive_connections=0)  # a fresh connection each time
-            http = httpx.AsyncClient(base_url=base, timeout=10, limits=limits)
-            yield {
-                "http": http,
-                "sim": sim,
-                "process": process,
-                "records": Records(request.param, state_folder, api_url, redis_url),
-                "log": log,
-            }
+            await deployment.start()
+            yield deployment, sim
         finally:
-            if "http" in locals():
-                await http.aclose()
-            workers = children_of(process.pid)
-            process.send_signal(signal.SIGINT)
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(15):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-                    for pid in workers:  # orphans of a uvicorn that would not stop
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-            log.close()
+            await deployment.http.aclose()
+            await deployment.stop()
 
 
 def _answers(port: int) -> bool:
@@ -165,21 +214,21 @@ def _answers(port: int) -> bool:
         return False
 
 
-async def kill_a_worker(app: dict[str, Any]) -> tuple[int, int]:
+async def kill_a_worker(app: Deployment) -> tuple[int, int]:
     """SIGKILL the worker that holds the most unfinished videos, at a moment when none of its
     generates is on the wire (frozen with SIGSTOP, then looked at): a generate whose answer
     dies with its worker is uncertain by design, and would not be sent again. Returns its pid
     and how many unfinished videos it held."""
     host = socket.gethostname()
     for _ in range(200):
-        records = await app["records"].all()
+        records = await app.records.all()
         holders: dict[int, int] = {}
         for record in records:
             owner = record.get("owner") or ""
             if record["state"] in ("queued", "processing") and owner.startswith(f"{host}-"):
                 pid = int(owner.split("-")[-2])
                 holders[pid] = holders.get(pid, 0) + 1
-        workers = set(children_of(app["process"].pid))
+        workers = set(app.workers())
         candidates = sorted((n, pid) for pid, n in holders.items() if pid in workers)
         if candidates:
             victim = candidates[-1][1]
@@ -187,7 +236,7 @@ async def kill_a_worker(app: dict[str, Any]) -> tuple[int, int]:
             await anyio.sleep(0.05)  # a write it had begun is committed or not at all
             states = [
                 r["state"]
-                for r in await app["records"].all()
+                for r in await app.records.all()
                 if (r.get("owner") or "").startswith(f"{host}-{victim}-")
             ]
             if "submitting" not in states:
@@ -199,9 +248,10 @@ async def kill_a_worker(app: dict[str, Any]) -> tuple[int, int]:
 
 
 async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
-    app: dict[str, Any],
+    app: tuple[Deployment, Simulator],
 ) -> None:
-    http, sim = app["http"], app["sim"]
+    deployment, sim = app
+    http = deployment.http
     prompts = [f"workers {i}" for i in range(DISTINCT)]
     ids: dict[int, list[str]] = {i: [] for i in range(DISTINCT)}
     slowest = 0.0
@@ -232,7 +282,7 @@ async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
     )
     assert response.status_code == 409, response.text
 
-    victim, held = await kill_a_worker(app)
+    victim, held = await kill_a_worker(deployment)
     assert held >= 1  # so that the videos it held had to be taken over to complete
     not_found: list[str] = []
     final: dict[str, dict[str, Any]] = {}
@@ -255,8 +305,8 @@ async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
             for got in ids.values():
                 group.start_soon(follow, got[0])
     stats = sim.stats()
-    app["log"].seek(0)
-    output = app["log"].read().decode(errors="replace")
+    output = deployment.output()
+    assert len(set(deployment.answered) - {"?"}) >= WORKERS  # every worker answered some
     assert not_found == [], output
     assert {view["state"] for view in final.values()} == {"completed"}, final
     assert stats.tasks_created == DISTINCT, output
@@ -268,5 +318,42 @@ async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
     print(
         f"\n{WORKERS} workers, {2 * DISTINCT} POSTs (slowest {slowest * 1000:.0f} ms), "
         f"{DISTINCT} tasks, {api_requests(stats)} API requests (at most "
-        f"{stats.max_requests_in_window} in a window), worker {victim} killed holding {held}"
+        f"{stats.max_requests_in_window} in a window), worker {victim} killed holding {held}; "
+        f"answers by worker: {sorted(deployment.answered.values())}"
     )
+
+
+async def test_a_restart_resumes_every_video_the_app_had_taken(
+    app: tuple[Deployment, Simulator],
+) -> None:
+    deployment, sim = app
+    count = 20
+    ids = []
+    for i in range(count):
+        response = await fresh(deployment.http, "POST", "/videos", json={"prompt": f"again {i}"})
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    with anyio.fail_after(30):  # mid-run: some submitted, the rest still to come
+        while sim.stats().tasks_created < 3:  # noqa: ASYNC110 (another process)
+            await anyio.sleep(0.02)
+    await deployment.kill_everything()
+    unfinished = [
+        r for r in await deployment.records.all() if r["state"] in ("queued", "processing")
+    ]
+    assert unfinished  # the crash left work behind
+    await deployment.start()  # the leases of the dead have lapsed, or will
+    final: dict[str, str] = {}
+    with anyio.fail_after(60):
+        while len(final) < count:
+            for video_id in ids:
+                response = await fresh(deployment.http, "GET", f"/videos/{video_id}")
+                assert response.status_code == 200, response.text
+                if response.json()["state"] not in ("queued", "processing"):
+                    final[video_id] = response.json()["state"]
+            await anyio.sleep(0.2)
+    stats = sim.stats()
+    assert set(final.values()) == {"completed"}, final
+    assert stats.tasks_created == count
+    assert stats.duplicate_prompts == 0
+    assert stats.responses_429 == 0, deployment.output()
+    print(f"\nrestarted with {len(unfinished)} of {count} unfinished: all completed, once each")

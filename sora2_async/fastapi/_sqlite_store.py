@@ -10,6 +10,7 @@ worker of one host shares it.
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -61,6 +62,7 @@ INSERT OR IGNORE INTO meta VALUES ('format', '{_FORMAT}');
 _COLUMNS = ", ".join(FIELDS)
 _PLACES = ", ".join(f":{name}" for name in FIELDS)
 _OPEN = "state NOT IN ('completed', 'failed', 'error')"
+_SHORT_BUSY = 0.002  # SQLite's own wait for a lock, before ``_begin`` tries again
 
 
 class SQLiteVideoStore:
@@ -179,7 +181,7 @@ class SQLiteVideoStore:
                 )
             return Created(target, created=True)
 
-        return await self._transaction(work)
+        return await self._transaction(work, durable=True)
 
     async def video(self, video_id: str) -> VideoRecord | None:
         """The record of ``video_id``, or ``None``."""
@@ -215,7 +217,9 @@ class SQLiteVideoStore:
                 _write(db, new)
             return new
 
-        return await self._transaction(work)
+        # A state or a task id is synced to the disk; a progress word need not be.
+        durable = "state" in changes or "task_id" in changes
+        return await self._transaction(work, durable=durable)
 
     async def claim(self, owner: str, limit: int) -> list[VideoRecord]:
         """Take up to ``limit`` unfinished records whose lease lapsed, oldest first (and
@@ -281,9 +285,17 @@ class SQLiteVideoStore:
             return set()
         return await self._transaction(work)
 
-    async def _transaction(self, work: Callable[[sqlite3.Connection], R]) -> R:
+    async def _transaction(
+        self, work: Callable[[sqlite3.Connection], R], *, durable: bool = False
+    ) -> R:
+        """``work`` in one write transaction. ``durable`` ones (an accepted video, the intent
+        to send a generate, a task id, an outcome) are synced to the disk before they return
+        (``synchronous=FULL``: they survive a power cut); lease bookkeeping only survives a
+        crash of the process (``NORMAL``), which is all it needs: a lost renewal lapses."""
+
         def atomic(db: sqlite3.Connection) -> R:
-            db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
+            db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._begin(db)
             try:
                 result = work(db)
             except BaseException:
@@ -293,6 +305,22 @@ class SQLiteVideoStore:
             return result
 
         return await self._run(atomic)
+
+    def _begin(self, db: sqlite3.Connection) -> None:
+        # One writer at a time, across processes. SQLite's own busy handler backs off to
+        # 100 ms sleeps under contention; several workers writing small transactions wait
+        # less, and more fairly, with short jittered tries of our own.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(random.uniform(0.0005, 0.003))
 
     async def _run(self, work: Callable[[sqlite3.Connection], R]) -> R:
         def call() -> R:
@@ -331,7 +359,7 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            path, timeout=_SHORT_BUSY, isolation_level=None, check_same_thread=False
         )
     except (OSError, sqlite3.Error) as exc:
         raise VideoStoreError(f"cannot open the video store {path}: {exc}") from None
@@ -342,7 +370,7 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
                 "nothing was changed: pass another path"
             )
         db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")  # an accepted video survives a power cut
+        db.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")  # making it: wait
         db.execute("BEGIN IMMEDIATE")
         (application_id,) = db.execute("PRAGMA application_id").fetchone()
         if application_id not in (0, _APPLICATION_ID):
@@ -352,6 +380,7 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
                 db.execute(statement)
         db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
         db.execute("COMMIT")
+        db.execute(f"PRAGMA busy_timeout = {round(_SHORT_BUSY * 1000)}")  # then: see _begin
     except BaseException as exc:
         db.close()
         if isinstance(exc, sqlite3.Error):
