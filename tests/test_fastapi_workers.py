@@ -254,6 +254,7 @@ async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
     http = deployment.http
     prompts = [f"workers {i}" for i in range(DISTINCT)]
     ids: dict[int, list[str]] = {i: [] for i in range(DISTINCT)}
+    takers: dict[int, list[str]] = {i: [] for i in range(DISTINCT)}  # which worker answered
     slowest = 0.0
 
     async def post(i: int) -> None:
@@ -266,6 +267,7 @@ async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
         slowest = max(slowest, time.monotonic() - started)
         assert response.status_code == 202, response.text
         ids[i].append(response.json()["id"])
+        takers[i].append(response.headers["x-worker"])
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
@@ -276,6 +278,8 @@ async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
                 group.start_soon(post, i)
     assert slowest < 1.0, f"a POST took {slowest:.2f} s"
     assert all(len(set(got)) == 1 for got in ids.values()), ids  # repeats: the same id
+    elsewhere = sum(len(set(pair)) == 2 for pair in takers.values())
+    assert elsewhere >= 1  # some repeats reached another worker than their first POST
     # A repeat with another body is refused, and changes nothing.
     response = await fresh(
         http, "POST", "/videos", json={"prompt": "else"}, headers={"Idempotency-Key": "key-0"}
@@ -319,7 +323,8 @@ async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
         f"\n{WORKERS} workers, {2 * DISTINCT} POSTs (slowest {slowest * 1000:.0f} ms), "
         f"{DISTINCT} tasks, {api_requests(stats)} API requests (at most "
         f"{stats.max_requests_in_window} in a window), worker {victim} killed holding {held}; "
-        f"answers by worker: {sorted(deployment.answered.values())}"
+        f"answers by worker: {sorted(deployment.answered.values())}; {elsewhere} repeats "
+        "answered by another worker than the first"
     )
 
 
