@@ -99,6 +99,7 @@ class RedisJournal:
         self._name, self._namespace = name, namespace
         tag = f"{{sora2:{namespace}:journal:{name}}}"
         self._keys = [f"{tag}:{part}" for part in _KEYS]
+        self._meta_key = f"{tag}:meta"  # facts about the journal itself; not the script's
         self._script = client.register_script(_SCRIPT)
         self._ttl = float(follower_ttl)
         self._owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -235,6 +236,25 @@ class RedisJournal:
         if outcome == "missing":
             raise KeyError(f"no journal entry for {key!r}")
 
+    async def meta(self, name: str) -> str | None:
+        """A fact recorded about the journal itself (never a secret), or ``None``.
+
+        Raises:
+            JournalError: as :meth:`lookup`.
+        """
+        value = await self._command(lambda: self._redis.hget(self._meta_key, name))
+        return None if value is None else _text(value)
+
+    async def init_meta(self, name: str, value: str) -> str:
+        """Record ``value`` as ``name`` unless a value is recorded already; return the one
+        recorded (atomically: of two processes that start a journal, one value wins).
+
+        Raises:
+            JournalError: as :meth:`lookup`.
+        """
+        await self._command(lambda: self._redis.hsetnx(self._meta_key, name, value))
+        return await self.meta(name) or value
+
     # -- follower leases -----------------------------------------------------------------------
 
     async def claim(self, key: str) -> bool:
@@ -255,6 +275,18 @@ class RedisJournal:
             JournalError: as :meth:`lookup`.
         """
         return await self.claim(key)
+
+    async def reserve(self, key: str) -> bool | None:
+        """Hold the submitter's lease of ``key``, whose request is not submitted yet (the
+        same lease, renewed the same way, that becomes its follower's once the task id is
+        recorded): ``True`` when this owner holds it now, ``False`` when another owner's is
+        live (it is sending that request), ``None`` when the entry is submitted or ended.
+
+        Raises:
+            JournalError: as :meth:`lookup`.
+        """
+        held = int(await self._call("reserve", key))
+        return None if held == 2 else held == 1
 
     async def release(self, key: str) -> None:
         """Give up this owner's lease of ``key`` (harmless when it holds none).
