@@ -21,6 +21,7 @@ A folder never gets a second journal by accident. Refused with
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -31,7 +32,7 @@ import attrs
 
 from .._journal import Journal, JournalEntry, SQLiteJournal
 from .._models import VideoRequest
-from .errors import CLIError
+from .errors import CLIError, sole_exception
 from .folder import check_against_journal, check_before_opening, check_journal_key, manifest_tasks
 from .folder_record import (
     RECORD,
@@ -46,6 +47,9 @@ from .folder_record import (
 
 if TYPE_CHECKING:
     from .runner import BatchOptions
+
+if sys.version_info < (3, 11):  # pragma: no cover - the builtin from 3.11 on
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["JOURNAL_NAME", "Opened", "open_journal", "read_redis_journal"]
 
@@ -183,8 +187,14 @@ async def _redis_journal(
         )
     except ValueError as exc:  # a URL coredis cannot read
         raise CLIError(f"--redis {redact(url)}: {exc}") from None
-    async with journal:
-        yield journal
+    try:
+        async with journal:
+            yield journal
+    except BaseExceptionGroup as group:  # coredis's task group wrapped it: raise it as itself
+        sole = sole_exception(group)
+        if sole is None:
+            raise
+        raise sole from None
 
 
 async def read_redis_journal(
