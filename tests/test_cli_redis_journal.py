@@ -126,35 +126,60 @@ def test_two_hosts_share_one_journal_and_submit_each_request_once(
         check_folder(folder, entries, base_url)
 
 
+async def _leased_by(redis_url: str, out: Path, pid: int) -> set[str]:
+    import coredis
+
+    rec = record(out)
+    tag = f"{{sora2:{rec['key_fingerprint']}:journal:{rec['name']}}}"
+    async with coredis.Redis.from_url(redis_url, decode_responses=True) as client:
+        owners = await client.hgetall(f"{tag}:owners")
+    return {key for key, owner in owners.items() if f"-{pid}-" in owner}
+
+
+def leased_by(redis_url: str, out: Path, pid: int) -> set[str]:
+    """The keys whose lease the process ``pid`` holds (its owner id names its pid)."""
+    return anyio.run(_leased_by, redis_url, out, pid)
+
+
+def wait_for_task_ids(redis_url: str, folder: Path, proc: subprocess.Popen[str], n: int) -> None:
+    """Wait until ``n`` requests have their task id in the journal of ``folder``'s batch."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, "the batch did not submit that much"
+        assert proc.poll() is None, (folder / "stderr.txt").read_text()
+        if (folder / "out" / ".sora2-journal.json").exists():
+            entries = journal_entries(redis_url, folder / "out")
+            if sum(e.task_id is not None for e in entries) >= n:
+                return
+        time.sleep(0.02)
+
+
 def test_a_killed_hosts_tasks_are_adopted_by_the_other_and_nothing_is_paid_twice(
     tmp_path: Path, redis_server: Any
 ) -> None:
     sim = Simulator(seed="killed-host", time_scale=SCALE, rate_limit=RateLimitPolicy(400))
     folders = hosts(tmp_path, 2)
     name = ("--batch-name", f"killed-{time.monotonic_ns()}")
+    procs: list[subprocess.Popen[str]] = []
     with serve_in_thread(sim) as base_url:
-        victim = start(base_url, folders[0], redis_server.url, *name)
-        other = start(base_url, folders[1], redis_server.url, *name)
         try:
+            victim = start(base_url, folders[0], redis_server.url, *name)
+            procs.append(victim)
+            wait_for_task_ids(redis_server.url, folders[0], victim, 3)  # it has a head start
+            other = start(base_url, folders[1], redis_server.url, *name)
+            procs.append(other)
             # Killed once every request has its task id in the journal (a kill between a
-            # generate's answer and its id would leave an uncertain intent), while its
-            # videos are still running.
-            deadline = time.monotonic() + 60
-            while True:
-                assert time.monotonic() < deadline, "the batch did not submit everything"
-                assert victim.poll() is None, (folders[0] / "stderr.txt").read_text()
-                if (folders[0] / "out" / ".sora2-journal.json").exists():
-                    entries = journal_entries(redis_server.url, folders[0] / "out")
-                    if sum(e.task_id is not None for e in entries) == PROMPTS:
-                        break
-                time.sleep(0.02)
+            # generate's answer and its id would leave an uncertain intent), while videos
+            # it follows are still running.
+            wait_for_task_ids(redis_server.url, folders[0], victim, PROMPTS)
             victim.kill()  # SIGKILL: its leases are not released, nothing more recorded
             victim.wait(timeout=10)
-            running = [e for e in journal_entries(redis_server.url, folders[0] / "out")]
-            assert any(e.state is JournalState.SUBMITTED for e in running)
+            orphans = leased_by(redis_server.url, folders[0] / "out", victim.pid)
+            running = journal_entries(redis_server.url, folders[0] / "out")
+            assert orphans & {e.key for e in running if e.state is JournalState.SUBMITTED}
             assert finish([other], timeout=120) == [0], (folders[1] / "stderr.txt").read_text()
         finally:
-            for proc in (victim, other):
+            for proc in procs:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(timeout=10)
