@@ -171,6 +171,13 @@ class FollowerLeases(Protocol):
         """Push the lease of ``key`` a ``follower_ttl`` ahead; ``False`` when another owner
         took it (this one's lapsed meanwhile) or the task is no longer ``SUBMITTED``."""
 
+    async def reserve(self, key: str) -> bool | None:
+        """Hold the lease of ``key`` as its submitter, before its generate goes out (a
+        request not yet submitted, or refused, or uncertain): ``True`` when this owner holds
+        it now, ``False`` when another owner's is live (that one is sending it), ``None``
+        when the entry is submitted or ended. The lease becomes the follower's when the
+        task id is recorded, so that two processes never send one request."""
+
     async def release(self, key: str) -> None:
         """Give up the lease of ``key`` if this owner holds it (an unfinished task becomes
         adoptable at once); harmless otherwise."""

@@ -10,6 +10,11 @@ For each request the batch reads, :meth:`JournaledStart.start` looks it up in th
 * intent without an answer (uncertain): hand back :class:`UncertainSubmissionError`, unless
   ``resubmit_uncertain``.
 
+With a journal shared by many processes (:class:`FollowerLeases`), the submitter holds the
+request's lease from before its lookup until its task id is recorded (the lease is then the
+follower's): another process that reaches the same request meanwhile waits, then finds it
+submitted and follows it, so that no request is sent by two processes.
+
 :meth:`JournaledStart.follow` follows each task and records its terminal status. With a journal
 that has follower leases (:class:`FollowerLeases`, e.g. ``RedisJournal``) it holds the task's
 lease while it follows it (claimed first, renewed every third of its ttl, released at the
@@ -141,17 +146,74 @@ class JournaledStart:
             The errors of the submission (a refusal is recorded as such first).
         """
         key = self._keys_of.next(request)
-        entry = await self._journal.lookup(key)
-        if entry is not None:
-            if entry.state is JournalState.SUBMITTED and entry.task_id is not None:
-                self._keys[entry.task_id] = key
-                return Task(entry.task_id, request, _submitted_at(entry))
-            if entry.state in (JournalState.COMPLETED, JournalState.FAILED):
-                return _outcome(entry)
-            if entry.state is JournalState.INTENT and not self._resubmit_uncertain:
-                raise UncertainSubmissionError(key, request)
-        if self._submit is None:
-            raise RuntimeError("this batch follows tasks only: it submits nothing")
+        leases = self._journal if isinstance(self._journal, FollowerLeases) else None
+        reserved = leases is not None and await self._reserve(leases, key)
+        recorded = False
+        try:
+            entry = await self._journal.lookup(key)
+            if entry is not None:
+                if entry.state is JournalState.SUBMITTED and entry.task_id is not None:
+                    self._keys[entry.task_id] = key
+                    return Task(entry.task_id, request, _submitted_at(entry))
+                if entry.state in (JournalState.COMPLETED, JournalState.FAILED):
+                    return _outcome(entry)
+                if entry.state is JournalState.INTENT and not self._resubmit_uncertain:
+                    raise UncertainSubmissionError(key, request)
+            if self._submit is None:
+                raise RuntimeError("this batch follows tasks only: it submits nothing")
+            if reserved and leases is not None:
+                task = await self._submit_reserved(leases, key, request)
+            else:
+                task = await self._submit_once(key, request)
+            recorded = True  # its lease, if any, is its follower's now
+            self._keys[task.task_id] = key
+            return task
+        finally:
+            if reserved and not recorded and leases is not None:
+                await _release(leases, key)
+
+    async def _reserve(self, leases: FollowerLeases, key: str) -> bool:
+        """Wait while another process sends ``key``'s request; ``True`` when this one holds
+        its submitter's lease, ``False`` when its entry is submitted or ended."""
+        # Another process's lease: nothing here can announce its end, so look again.
+        while (held := await leases.reserve(key)) is False:  # noqa: ASYNC110
+            await anyio.sleep(min(2.0, leases.follower_ttl / 3))
+        return bool(held)
+
+    async def _submit_reserved(
+        self, leases: FollowerLeases, key: str, request: VideoRequest
+    ) -> Task:
+        """:meth:`_submit_once`, its submitter's lease renewed meanwhile."""
+        failure: Exception | None = None
+        async with anyio.create_task_group() as renewing:
+            renewing.start_soon(self._renew_reservation, leases, key)
+            try:
+                task = await self._submit_once(key, request)
+            except Exception as exc:  # raised as itself, not in the task group's group
+                failure = exc
+            finally:
+                renewing.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return task
+
+    async def _renew_reservation(self, leases: FollowerLeases, key: str) -> None:
+        # The budget may keep a submission waiting for minutes: its lease must outlive that.
+        while True:
+            await anyio.sleep(leases.follower_ttl / 3)
+            try:
+                held = await leases.reserve(key)
+            except Exception as exc:  # Redis away for a moment: try again at the next turn
+                logger.warning("could not renew the submitter lease of %s: %s", key, exc)
+                continue
+            if held is None:  # recorded as submitted: the follower's lease from now on
+                return
+            if not held:
+                logger.warning("the submitter lease of %s lapsed and another process took it", key)
+                return
+
+    async def _submit_once(self, key: str, request: VideoRequest) -> Task:
+        assert self._submit is not None
         try:
             task = await self._submit(request, hooks=_Intent(self._journal, key, request))
         except Exception as exc:
@@ -168,7 +230,6 @@ class JournaledStart:
             # The task exists and is paid for: follow it all the same (it holds a promised
             # poll); the journal keeps its intent, so a later run lists it as uncertain.
             logger.exception("could not journal task %s; following it anyway", task.task_id)
-        self._keys[task.task_id] = key
         return task
 
     async def follow(self, task: Task, follow: Follow) -> BatchResult:

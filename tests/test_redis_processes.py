@@ -82,8 +82,11 @@ def test_redis_restarted_mid_batch_without_its_data(tmp_path: Path) -> None:
         sim = Simulator(seed="restart", time_scale=SCALE, rate_limit=RateLimitPolicy(30))
         write_prompts(tmp_path / "prompts.txt", 40)
         with serve_in_thread(sim) as base_url:
+            # The budget's restart: the journal stays in a file (a journal in a Redis without
+            # persistence is lost with its data; the folder then refuses to resume from it).
+            journal = ("--journal", "out/.sora2-journal.sqlite")
             proc = start_batch(
-                base_url, tmp_path, SCALE, "--rate-limit", "30", "--redis", server.url
+                base_url, tmp_path, SCALE, "--rate-limit", "30", "--redis", server.url, *journal
             )
             try:
                 read_until(proc, 10)  # the budget binds by now

@@ -19,8 +19,12 @@ from .._journal import JournalError
 from . import commands
 from .args import build_parser
 from .demo import demo
+from .errors import sole_exception
 from .inputs import InputError
 from .runner import EXIT_INTERRUPTED, CLIError
+
+if sys.version_info < (3, 11):  # pragma: no cover - the builtin from 3.11 on
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["run"]
 
@@ -58,6 +62,18 @@ def _log_warnings_as_lines() -> Callable[[], None]:
     return lambda: logger.removeHandler(handler)
 
 
+def _unwrapped(call: Callable[[], int]) -> int:
+    """``call()``, an error that a task group wrapped (coredis's client runs one around
+    the whole command with ``--redis``) raised as itself: it is still the user's one line."""
+    try:
+        return call()
+    except BaseExceptionGroup as group:
+        sole = sole_exception(group)
+        if sole is None:
+            raise
+        raise sole from None
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run ``sora2`` with ``argv`` (default: the process's); return the exit status."""
     undo = _log_warnings_as_lines()
@@ -75,7 +91,7 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "simulator":
             return commands.simulator(args, extra)
-        return anyio.run(_ASYNC[args.command], args)
+        return _unwrapped(lambda: anyio.run(_ASYNC[args.command], args))
     except CLIError as exc:
         return _fail(str(exc), exc.code)
     except InputError as exc:

@@ -116,7 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send again requests whose earlier answer was lost (they may be charged twice)",
     )
-    batch.add_argument("--journal", metavar="PATH", help="default: DIR/.sora2-journal.sqlite")
+    batch.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="keep the journal in this SQLite file (default: DIR/.sora2-journal.sqlite; with "
+        "--redis the journal is in Redis unless --journal is given)",
+    )
+    batch.add_argument(
+        "--batch-name",
+        metavar="NAME",
+        help="with --redis: the batch's journal there, shared by every host that runs it "
+        "(default: the name DIR recorded, else a digest of PROMPTS' requests)",
+    )
 
     simulator = commands.add_parser(
         "simulator",

@@ -31,6 +31,7 @@ __all__ = [
     "budget_path",
     "key_fingerprint",
     "open_budget",
+    "redis_url_of",
 ]
 
 MEMORY = "memory"
@@ -49,8 +50,8 @@ def add_budget_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redis",
         metavar="URL",
-        help=f"keep the budget in Redis, shared by every host (default: ${REDIS_URL_ENV}; "
-        "needs the 'redis' extra)",
+        help=f"keep the budget, and a batch's journal, in Redis, shared by every host "
+        f"(default: ${REDIS_URL_ENV}; needs the 'redis' extra)",
     )
 
 
@@ -60,6 +61,11 @@ def budget_path(api_key: str, base_url: str) -> Path:
 
     folder = Path(platformdirs.user_state_dir(APP_NAME, appauthor=False))
     return folder / f"budget-{key_fingerprint(api_key, base_url)}.sqlite"
+
+
+def redis_url_of(args: argparse.Namespace) -> str | None:
+    """The Redis of ``--redis``, else ``$NANOPHOTO_REDIS_URL``, else ``None``."""
+    return getattr(args, "redis", None) or os.environ.get(REDIS_URL_ENV) or None
 
 
 def open_budget(args: argparse.Namespace) -> Limiter | None:
@@ -85,7 +91,7 @@ def open_budget(args: argparse.Namespace) -> Limiter | None:
         # at the latest: compressed time keeps that short, as the simulator answers at once.
         "flight_ttl": max(5.0, 120.0 / scale),
     }
-    redis_url = getattr(args, "redis", None) or os.environ.get(REDIS_URL_ENV)
+    redis_url = redis_url_of(args)
     if redis_url and not choice:
         try:
             from ..redis import RedisLimiter

@@ -18,10 +18,12 @@ from .._budget import RateLimit
 from .._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, Sora2Client
 from .._errors import BudgetStoreError
 from .._models import Video, VideoRequest
-from .budget import key_fingerprint, open_budget
+from .budget import key_fingerprint, open_budget, redis_url_of
 from .display import JsonReporter, Reporter, RichReporter
+from .folder_record import read_record
 from .folder_status import key_matches, read_folder, render
 from .inputs import read_requests
+from .journals import read_redis_journal
 from .runner import BatchOptions, CLIError, run_batch
 
 __all__ = ["batch", "generate", "open_client", "simulator", "status", "wait"]
@@ -91,6 +93,9 @@ async def batch(args: argparse.Namespace) -> int:
     options = BatchOptions(
         out_dir=out_dir,
         journal_path=Path(args.journal) if args.journal else None,
+        redis_url=redis_url_of(args),
+        batch_name=args.batch_name,
+        follower_ttl=max(2.0, 60.0 / args.time_scale),  # as the budget's leases (budget.py)
         max_in_flight=args.max_in_flight,
         max_credits=args.max_credits,
         yes=args.yes,
@@ -152,7 +157,7 @@ async def status(args: argparse.Namespace) -> int:
     the batch folder read offline (no key, no request)."""
     target = Path(args.task_id)
     if await anyio.Path(target).is_dir():
-        return folder_status(target, args)
+        return await folder_status(target, args)
     if os.sep in args.task_id or "/" in args.task_id:
         raise CLIError(f"no such batch folder: {args.task_id}")
     async with open_client(args) as client:
@@ -195,9 +200,15 @@ async def wait(args: argparse.Namespace) -> int:
     return 0
 
 
-def folder_status(folder: Path, args: argparse.Namespace) -> int:
-    """``sora2 status DIR``: read the folder's journal and manifest; send nothing."""
-    found = read_folder(folder)
+async def folder_status(folder: Path, args: argparse.Namespace) -> int:
+    """``sora2 status DIR``: read the folder's journal and manifest; send nothing to the API
+    (a journal in Redis is read there: ``--redis``, else the URL the folder recorded)."""
+    record = read_record(folder)
+    journal = None
+    if record is not None:
+        entries = await read_redis_journal(folder, record, redis_url_of(args))
+        journal = (entries, record.key_fingerprint)
+    found = read_folder(folder, journal=journal)
     key = os.environ.get(API_KEY_ENV, "").strip()
     matches = key_matches(found, key_fingerprint(key, base_url_of(args)) if key else None)
     if args.json:

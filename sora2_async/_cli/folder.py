@@ -66,7 +66,9 @@ def check_before_opening(out_dir: Path, journal: Path) -> None:
             )
 
 
-def check_against_journal(out_dir: Path, journal: Path, entries: Iterable[JournalEntry]) -> None:
+def check_against_journal(
+    out_dir: Path, journal: Path | str, entries: Iterable[JournalEntry]
+) -> None:
     """Refuse a folder whose manifest names tasks the journal does not know.
 
     Raises:

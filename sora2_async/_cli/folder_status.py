@@ -73,17 +73,22 @@ class FolderStatus:
         }
 
 
-def read_folder(folder: Path) -> FolderStatus:
-    """Read ``folder``'s journal and manifest (read-only).
+def read_folder(
+    folder: Path, *, journal: tuple[dict[str, JournalEntry], str | None] | None = None
+) -> FolderStatus:
+    """Read ``folder``'s journal and manifest (read-only); ``journal``: its entries and key
+    fingerprint when they were read elsewhere (in Redis), instead of its SQLite file.
 
     Raises:
         CLIError: the folder has neither, or one is unreadable.
     """
-    journal = folder / JOURNAL_NAME
+    path = folder / JOURNAL_NAME
     manifest = folder / MANIFEST
-    if not journal.is_file() and not manifest.is_file():
+    if journal is None and not path.is_file() and not manifest.is_file():
         raise CLIError(f"{folder} is not a batch folder: it has no {JOURNAL_NAME} nor {MANIFEST}")
-    entries, fingerprint = _read_journal(journal) if journal.is_file() else ({}, None)
+    if journal is None:
+        journal = _read_journal(path) if path.is_file() else ({}, None)
+    entries, fingerprint = journal
     rows: list[Row] = []
     seen: set[str] = set()
     for row in _read_manifest(manifest):

@@ -21,24 +21,19 @@ import attrs
 from .._client import Sora2Client
 from .._errors import Sora2Error
 from .._events import Event
-from .._journal import JournalError, SQLiteJournal
+from .._journal import Journal, JournalError
 from .._models import BatchResult, VideoRequest
 from .display import Reporter
 from .errors import CLIError
 from .estimate import estimate_seconds, format_duration
-from .folder import (
-    check_against_journal,
-    check_before_opening,
-    check_journal_key,
-    remove_part_files,
-)
+from .folder import remove_part_files
 from .inputs import Line
+from .journals import JOURNAL_NAME, open_journal
 from .plan import MANIFEST, Plan, make_plan, video_filename, write_manifest
 from .tracker import Outcome, Tracker, status_of
 
 __all__ = ["JOURNAL_NAME", "BatchOptions", "CLIError", "run_batch"]
 
-JOURNAL_NAME = ".sora2-journal.sqlite"
 EXIT_INTERRUPTED = 130
 
 Ask = Callable[[str], bool]
@@ -50,6 +45,10 @@ class BatchOptions:
 
     out_dir: Path
     journal_path: Path | None = None  #: default: ``out_dir/.sora2-journal.sqlite``
+    #: the journal in Redis there (``--redis``), unless ``journal_path`` says otherwise
+    redis_url: str | None = None
+    batch_name: str | None = None  #: its name there (default: recorded, else the input's)
+    follower_ttl: float = 60.0  #: seconds a dead run's tasks wait before they are adopted
     max_in_flight: int | None = None
     max_credits: int | None = None
     yes: bool = False
@@ -78,15 +77,12 @@ async def run_batch(
             f"cannot make the output folder {options.out_dir}: {exc.strerror or exc} "
             "(nothing was submitted)"
         ) from None
-    journal_path = options.journal_path or options.out_dir / JOURNAL_NAME
-    check_before_opening(options.out_dir, journal_path)
-    # A killed run's half-written downloads: their videos are fetched again, whole.
-    if removed := remove_part_files(options.out_dir):
-        reporter.note(f"removed {removed} part file(s) a stopped run left behind")
-    async with SQLiteJournal(journal_path) as journal:
-        check_against_journal(options.out_dir, journal_path, await journal.entries())
-        if options.key_fingerprint is not None:
-            await check_journal_key(journal, options.key_fingerprint)
+    requests = [line.request for line in lines]
+    async with open_journal(options, requests) as opened:
+        # A killed run's half-written downloads: their videos are fetched again, whole.
+        if removed := remove_part_files(options.out_dir):
+            reporter.note(f"removed {removed} part file(s) a stopped run left behind")
+        journal = opened.journal
         plan = await make_plan(journal, lines, resubmit_uncertain=options.resubmit_uncertain)
         budget = await client.limiter.snapshot()  # the shared store's figures; sends nothing
         eta = estimate_seconds(
@@ -99,7 +95,7 @@ async def run_batch(
             max_in_flight=options.max_in_flight,
         )
         _confirm(plan, options, reporter, ask, eta)
-        return await _Run(client, journal, plan, options, reporter).run()
+        return await _Run(client, journal, opened.where, plan, options, reporter).run()
 
 
 def _confirm(plan: Plan, options: BatchOptions, reporter: Reporter, ask: Ask, eta: float) -> None:
@@ -136,13 +132,15 @@ class _Run:
     def __init__(
         self,
         client: Sora2Client,
-        journal: SQLiteJournal,
+        journal: Journal,
+        where: str,
         plan: Plan,
         options: BatchOptions,
         reporter: Reporter,
     ) -> None:
         self.client = client
         self.journal = journal
+        self.where = where  # how messages name the journal (a file, or a name in Redis)
         self.plan = plan
         self.options = options
         self.reporter = reporter
@@ -278,7 +276,7 @@ class _Run:
         except OSError as exc:
             raise CLIError(
                 f"could not write {self.options.out_dir / MANIFEST}: {_os_error(exc)}; "
-                f"the journal is intact ({self.journal.path}): run the same command again",
+                f"the journal is intact ({self.where}): run the same command again",
                 code=1,
             ) from None
         counts: dict[str, int] = {}
@@ -304,7 +302,7 @@ class _Run:
         self.reporter.summary(summary)
         if self.interrupted:
             raise CLIError(
-                f"interrupted: the journal is intact ({self.journal.path}); run the same "
+                f"interrupted: the journal is intact ({self.where}); run the same "
                 "command again to resume",
                 code=EXIT_INTERRUPTED,
             )
@@ -313,7 +311,7 @@ class _Run:
             raise CLIError(
                 f"{self.local_errors[0]}"
                 + (f" (and {more} more)" if more else "")
-                + f"; the journal is intact ({self.journal.path}): what was paid for is "
+                + f"; the journal is intact ({self.where}): what was paid for is "
                 "followed, and saved, when the same command runs again",
                 code=1,
             )

@@ -14,13 +14,11 @@ Leases expire on the server's clock (``TIME``), never a client's.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -32,10 +30,11 @@ import coredis
 import coredis.exceptions
 
 from .._journal import JournalEntry, JournalError, JournalState
-from .._journal_codec import COLUMNS, entry_from_row, request_text, status_fields
+from .._journal_codec import status_fields
 from .._journaled import Adoption
 from .._models import TaskStatus, VideoRequest
 from ._limiter import _UNREACHABLE, _namespace_for, _text
+from ._rows import decode_row, entry_of, row_text
 
 __all__ = ["RedisJournal"]
 
@@ -43,11 +42,6 @@ logger = logging.getLogger("sora2_async")
 
 _SCRIPT = resources.files(__package__).joinpath("journal.lua").read_text(encoding="utf-8")
 _KEYS = ("entries", "seq", "submitted", "leases", "owners", "tasks")
-
-
-def _number(value: float | int | None) -> str | None:
-    """A number as the row keeps it: a string, so that the script rounds nothing."""
-    return None if value is None else repr(value)
 
 
 class RedisJournal:
@@ -99,6 +93,7 @@ class RedisJournal:
         self._name, self._namespace = name, namespace
         tag = f"{{sora2:{namespace}:journal:{name}}}"
         self._keys = [f"{tag}:{part}" for part in _KEYS]
+        self._meta_key = f"{tag}:meta"  # facts about the journal itself; not the script's
         self._script = client.register_script(_SCRIPT)
         self._ttl = float(follower_ttl)
         self._owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -194,9 +189,9 @@ class RedisJournal:
             JournalError: as :meth:`lookup`.
         """
         rows = await self._command(lambda: self._redis.hgetall(self._keys[0]))
-        decoded = [self._decode(text) for text in rows.values()]
+        decoded = [decode_row(text, self._name) for text in rows.values()]
         decoded.sort(key=lambda row: int(row["seq"]))
-        return [self._entry_of(row) for row in decoded]
+        return [entry_of(row, self._name) for row in decoded]
 
     async def record_intent(self, key: str, request: VideoRequest) -> None:
         """``request``'s generate is about to be sent; applied by the server when it returns.
@@ -235,6 +230,25 @@ class RedisJournal:
         if outcome == "missing":
             raise KeyError(f"no journal entry for {key!r}")
 
+    async def meta(self, name: str) -> str | None:
+        """A fact recorded about the journal itself (never a secret), or ``None``.
+
+        Raises:
+            JournalError: as :meth:`lookup`.
+        """
+        value = await self._command(lambda: self._redis.hget(self._meta_key, name))
+        return None if value is None else _text(value)
+
+    async def init_meta(self, name: str, value: str) -> str:
+        """Record ``value`` as ``name`` unless a value is recorded already; return the one
+        recorded (atomically: of two processes that start a journal, one value wins).
+
+        Raises:
+            JournalError: as :meth:`lookup`.
+        """
+        await self._command(lambda: self._redis.hsetnx(self._meta_key, name, value))
+        return await self.meta(name) or value
+
     # -- follower leases -----------------------------------------------------------------------
 
     async def claim(self, key: str) -> bool:
@@ -255,6 +269,18 @@ class RedisJournal:
             JournalError: as :meth:`lookup`.
         """
         return await self.claim(key)
+
+    async def reserve(self, key: str) -> bool | None:
+        """Hold the submitter's lease of ``key``, whose request is not submitted yet (the
+        same lease, renewed the same way, that becomes its follower's once the task id is
+        recorded): ``True`` when this owner holds it now, ``False`` when another owner's is
+        live (it is sending that request), ``None`` when the entry is submitted or ended.
+
+        Raises:
+            JournalError: as :meth:`lookup`.
+        """
+        held = int(await self._call("reserve", key))
+        return None if held == 2 else held == 1
 
     async def release(self, key: str) -> None:
         """Give up this owner's lease of ``key`` (harmless when it holds none).
@@ -315,19 +341,7 @@ class RedisJournal:
         mode: str = "",
         **fields: Any,
     ) -> str:
-        row: dict[str, Any] = {
-            "request": None if request is None else request_text(request),
-            "state": state.value,
-            "task_id": None,
-            "video_url": None,
-            "error": None,
-            "error_code": None,
-            **fields,
-            "updated_at": _number(time.time()),
-        }
-        row["generation_time"] = _number(fields.get("generation_time"))
-        row["credits_used"] = _number(fields.get("credits_used"))
-        text = json.dumps(row, separators=(",", ":"))
+        text = row_text(request, state, fields)
         return _text(await self._call("write", key, text, mode))
 
     async def _call(self, op: str, *args: str) -> Any:
@@ -367,25 +381,5 @@ class RedisJournal:
                 waited += delay
                 pause = min(2.0, pause * 2)
 
-    def _decode(self, text: Any) -> dict[str, Any]:
-        try:
-            row = json.loads(_text(text))
-            if not isinstance(row, dict):
-                raise TypeError(f"a {type(row).__name__}, not an object")
-            int(row["seq"])
-            return row
-        except (ValueError, KeyError, TypeError) as exc:
-            raise JournalError(
-                f"the Redis journal {self._name!r} holds a row it cannot read ({exc!r})"
-            ) from None
-
-    def _entry_of(self, row: dict[str, Any]) -> JournalEntry:
-        try:
-            return entry_from_row([row.get(column) for column in COLUMNS])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise JournalError(
-                f"the Redis journal {self._name!r} holds a row it cannot read ({exc!r})"
-            ) from None
-
     def _entry(self, text: Any) -> JournalEntry:
-        return self._entry_of(self._decode(text))
+        return entry_of(decode_row(text, self._name), self._name)

@@ -18,8 +18,13 @@
 --   write key row mode   the row replaces the entry; a null task_id keeps the old one;
 --                        mode "lease": a submitted entry's lease goes to owner;
 --                        mode "status": the entry must exist ('missing' otherwise) and
---                        keeps its request. Leaving "submitted" drops the lease.
+--                        keeps its request. An ended entry (completed, failed) has no
+--                        lease; an intent or a refusal keeps its submitter's (see reserve).
 --   claim key            1 when owner holds the lease now (it was free, lapsed or its own)
+--   reserve key          the submitter's lease, on an entry not yet submitted: 1 when owner
+--                        holds it now, 0 when another owner's is live, 2 when the entry is
+--                        submitted or ended (look it up). One generate per request across
+--                        every process: whoever holds it sends; the others wait.
 --   release key          owner's lease on key is dropped
 --   adopt limit          claims up to limit ('' = all) submitted entries without a live
 --                        lease, oldest first: {held elsewhere, row, row, ...}
@@ -87,9 +92,30 @@ if op == 'write' then
     end
   else
     redis.call('ZREM', K_SUBMITTED, key)
-    drop(key)
+    -- A 429 between two attempts records a refusal, then the next attempt's intent: the
+    -- submitter keeps its lease meanwhile, so that nobody else sends the same request.
+    if row.state ~= 'intent' and row.state ~= 'rejected' then
+      drop(key)
+    end
   end
   return 'ok'
+end
+
+if op == 'reserve' then
+  local key = ARGV[5]
+  local text = redis.call('HGET', K_ENTRIES, key)
+  if text then
+    local state = cjson.decode(text).state
+    if state ~= 'intent' and state ~= 'rejected' then
+      return 2
+    end
+  end
+  local holder = live_owner(key)
+  if holder and holder ~= owner then
+    return 0
+  end
+  take(key)
+  return 1
 end
 
 if op == 'claim' then
