@@ -6,6 +6,7 @@ and trio, with leases on a clock the test moves by hand (``tests/video_store_hel
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -259,3 +260,36 @@ async def test_a_file_that_is_no_video_store_is_refused_unchanged(tmp_path: Path
         async with SQLiteVideoStore(path):
             pass
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio-real", "trio-real"], indirect=True)
+async def test_redis_wakes_event_streams_on_another_hosts_change_at_once(
+    request: pytest.FixtureRequest,
+) -> None:
+    """An entered Redis store listens to the script's channel: with reads every minute, a
+    waiter still wakes within moments of a write made through another connection."""
+    from sora2_async.redis import RedisVideoStore
+
+    url = request.getfixturevalue("redis_server").url
+    namespace = uuid.uuid4().hex
+    async with (
+        RedisVideoStore.from_url(url, namespace=namespace, poll_interval=60) as here,
+        RedisVideoStore.from_url(url, namespace=namespace, poll_interval=60) as there,
+    ):
+        await here.create([queued("v1")])
+        with anyio.fail_after(10):
+            while not here._listening:  # noqa: ASYNC110 (its subscription is being made)
+                await anyio.sleep(0.01)
+        woke: list[float] = []
+
+        async def watch() -> None:
+            await here.wait_change("v1", 0, 30)
+            woke.append(anyio.current_time())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            await anyio.sleep(0.2)
+            written = anyio.current_time()
+            await there.update("v1", "a", {"progress": "rendering"})
+        assert woke
+        assert woke[0] - written < 1.0  # not the minute a read would have waited

@@ -1,8 +1,11 @@
 """``RedisVideoStore``: a service's videos in Redis, shared by every worker of every host.
 
 The :class:`~sora2_async.fastapi.VideoStore` protocol: each change is one call of one Lua
-script (``videos.lua``), atomic, on the server's clock (``TIME``) for leases. Event
-streams see another worker's changes by reading the record every ``poll_interval``.
+script (``videos.lua``), atomic, on the server's clock (``TIME``) for leases. The script
+publishes each change's video id on a channel; a store that was entered (``async with``)
+listens to it on one connection, so an event stream on any host wakes as soon as another
+host writes. Without the listener (not entered, or the subscription lost), event streams
+read the record every ``poll_interval`` instead.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.abc
 import coredis
 import coredis.exceptions
 
@@ -107,6 +111,10 @@ class RedisVideoStore:
         self._unreachable_timeout = unreachable_timeout
         self._server_clock = server_clock
         self._closed = False
+        self._channel = f"{self._keys[0]}:changes"
+        self._waiters: dict[str, anyio.Event] = {}
+        self._listening = False
+        self._group: anyio.abc.TaskGroup | None = None
 
     @classmethod
     def from_url(
@@ -140,6 +148,9 @@ class RedisVideoStore:
     async def __aenter__(self) -> RedisVideoStore:
         if self._owns_client:
             await self._redis.__aenter__()
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._listen, name="sora2 video changes")
         return self
 
     async def __aexit__(
@@ -149,8 +160,13 @@ class RedisVideoStore:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
-        if self._owns_client:
-            await self._redis.__aexit__(exc_type, exc, tb)
+        try:
+            if self._group is not None:
+                self._group.cancel_scope.cancel()
+                await self._group.__aexit__(None, None, None)
+        finally:
+            if self._owns_client:
+                await self._redis.__aexit__(exc_type, exc, tb)
 
     async def aclose(self) -> None:
         """Refuse further calls (the client, if this store made it, closes on ``__aexit__``)."""
@@ -223,14 +239,41 @@ class RedisVideoStore:
             await self._call("release", *video_ids, owner=owner)
 
     async def wait_change(self, video_id: str, version: int, within: float) -> None:
-        """Return once the record's version moved (read every ``poll_interval``), or after
-        ``within`` seconds."""
+        """Return once the record's version moved, or after ``within`` seconds: woken by the
+        store's channel when it listens, else reading the record every ``poll_interval``."""
         with anyio.move_on_after(within):
             while True:
+                woken = None
+                if self._listening:  # registered before the read: no change falls between
+                    woken = self._waiters.setdefault(video_id, anyio.Event())
                 record = await self.video(video_id)
                 if record is None or record.version != version:
                     return
-                await anyio.sleep(self._poll)
+                if woken is None:
+                    await anyio.sleep(self._poll)
+                else:
+                    await woken.wait()
+
+    async def _listen(self) -> None:
+        """Wake the waiters of each video whose change is published (on one connection)."""
+        while True:
+            try:
+                async with self._redis.pubsub(
+                    channels=[self._channel], ignore_subscribe_messages=True
+                ) as changes:
+                    self._listening = True
+                    async for message in changes:
+                        waiter = self._waiters.pop(_text(message["data"]), None)
+                        if waiter is not None:
+                            waiter.set()
+            except Exception as exc:  # Redis away: event streams read the records meanwhile
+                logger.warning("not listening to video changes (%s): polling", exc)
+            finally:
+                self._listening = False
+                waiters, self._waiters = self._waiters, {}
+                for waiter in waiters.values():  # back to polling: look again now
+                    waiter.set()
+            await anyio.sleep(1.0)
 
     # -- Redis ---------------------------------------------------------------------------------
 

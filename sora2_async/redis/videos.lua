@@ -23,6 +23,9 @@
 --   claim limit retention                               the claimed records
 --   renew id...                                         the ids still held (renewed)
 --   release id...                                       nothing
+--
+-- Every change a reader can see (an update) is published on the channel '<videos key>:changes'
+-- with the record's id, so that event streams on any host wake at once.
 
 local op, owner = ARGV[1], ARGV[2]
 local now
@@ -144,6 +147,7 @@ elseif op == 'update' then
     hold(rec)
   end
   save(rec)
+  redis.call('PUBLISH', K_VIDEOS .. ':changes', rec.id)
   return cjson.encode(rec)
 elseif op == 'claim' then
   local out = {}
