@@ -362,3 +362,36 @@ async def test_a_restart_resumes_every_video_the_app_had_taken(
     assert stats.duplicate_prompts == 0
     assert stats.responses_429 == 0, deployment.output()
     print(f"\nrestarted with {len(unfinished)} of {count} unfinished: all completed, once each")
+
+
+@pytest.mark.parametrize(("workers", "warned"), [(2, True), (1, False)])
+async def test_a_memory_store_under_several_workers_is_warned_of(
+    tmp_path: Path, workers: int, warned: bool
+) -> None:
+    port = free_port()
+    env = {**os.environ, "NANOPHOTO_API_KEY": KEY}
+    command = [sys.executable, "-m", "uvicorn", "memory_app:app", "--app-dir", str(APPS)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    path = tmp_path / "uvicorn.log"
+    with path.open("wb") as log:
+        process = await anyio.open_process(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            with anyio.fail_after(30):
+                while log_text(path).count("Application startup complete") < workers:
+                    assert process.returncode is None, log_text(path)
+                    await anyio.sleep(0.1)
+        finally:
+            process.send_signal(signal.SIGINT)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    output = log_text(path)
+    assert output.count("several workers") == (workers if warned else 0), output
+
+
+def log_text(path: Path) -> str:
+    """What a server wrote so far (read through a handle of its own: the server's shares
+    the offset of the one it writes with)."""
+    return path.read_bytes().decode(errors="replace")

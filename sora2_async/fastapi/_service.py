@@ -61,10 +61,17 @@ class _Followed:
 
 
 def _several_workers() -> bool:
-    """Whether this process looks like one of several uvicorn (or gunicorn) workers."""
-    return multiprocessing.parent_process() is not None and (
-        "uvicorn" in sys.modules or "gunicorn" in sys.modules
-    )
+    """Whether this process is one of several uvicorn workers: a child process of uvicorn
+    (``--reload`` makes one too), with ``--workers`` or ``$WEB_CONCURRENCY`` above one."""
+    if multiprocessing.parent_process() is None or "uvicorn" not in sys.modules:
+        return False
+    count = os.environ.get("WEB_CONCURRENCY", "1")
+    for i, arg in enumerate(sys.argv):  # a spawned worker keeps its parent's argv
+        if arg == "--workers" and i + 1 < len(sys.argv):
+            count = sys.argv[i + 1]
+        elif arg.startswith("--workers="):
+            count = arg.partition("=")[2]
+    return count.isdigit() and int(count) > 1
 
 
 class Sora2Service(Accepting):
