@@ -1,4 +1,10 @@
-"""The budget store's file: its schema, and opening it (refusing a file that is not one)."""
+"""Opening a SQLite file of ours (the budget store, a service's video store), refusing any other.
+
+A file that is a folder, another program's database or one of ours of another kind is
+refused with the kind's error, and left byte-for-byte unchanged: ``CREATE TABLE`` in a
+stranger's database would hide what it held. Several processes may make one new file at
+once: the schema goes in under ``BEGIN IMMEDIATE``, and an empty database is one being made.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,29 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from ._errors import BudgetStoreError
 
-__all__ = ["open_store"]
+__all__ = ["BUDGET", "FileKind", "open_owned", "open_store"]
 
-_APPLICATION_ID = 0x53324275  # "S2Bu": marks the file as ours
-_FORMAT = "sora2-async budget 1"
 
-_SCHEMA = """
+@attrs.frozen
+class FileKind:
+    """What makes a file one of ours of one kind: its mark, its format line, its schema."""
+
+    what: str  #: how messages name it ("budget store")
+    application_id: int  #: ``PRAGMA application_id``: marks the file as ours
+    format: str  #: the ``format`` row of its ``meta`` table
+    schema: str  #: ``;``-separated statements, each safe to run again
+    error: type[Exception]  #: what a refusal raises
+
+
+BUDGET = FileKind(
+    what="budget store",
+    application_id=0x53324275,  # "S2Bu"
+    format="sora2-async budget 1",
+    schema="""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, kind INTEGER NOT NULL,
@@ -30,13 +51,24 @@ CREATE TABLE IF NOT EXISTS ceiling (
     blocked_until REAL NOT NULL, rate_limited INTEGER NOT NULL);
 INSERT OR IGNORE INTO ceiling VALUES (1, NULL, -1e308, -1e308, 0);
 INSERT OR IGNORE INTO meta VALUES ('format', 'sora2-async budget 1');
-"""
+""",
+    error=BudgetStoreError,
+)
 
 
 def open_store(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """Open (or make) a budget store file; refuse anything else, changing nothing."""
+    return open_owned(path, BUDGET, busy_timeout)
+
+
+def open_owned(path: Path, kind: FileKind, busy_timeout: float) -> sqlite3.Connection:
+    """Open (or make) a file of ``kind`` in WAL mode; refuse anything else, changing nothing.
+
+    Raises:
+        kind.error: ``path`` is a folder, not a database, or not a file of this kind.
+    """
     if path.is_dir():
-        raise BudgetStoreError(f"{path} is a folder, not a budget store: pass a file's path")
+        raise kind.error(f"{path} is a folder, not a {kind.what}: pass a file's path")
     existed = path.exists() and path.stat().st_size > 0
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,41 +76,41 @@ def open_store(path: Path, busy_timeout: float) -> sqlite3.Connection:
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
     except (OSError, sqlite3.Error) as exc:
-        raise BudgetStoreError(f"cannot open the budget store {path}: {exc}") from None
+        raise kind.error(f"cannot open the {kind.what} {path}: {exc}") from None
     try:
         if existed:
-            _check_ours(db, path)
+            _check_ours(db, path, kind)
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable against a killed process
         db.execute("BEGIN IMMEDIATE")
         (application_id,) = db.execute("PRAGMA application_id").fetchone()
-        if application_id not in (0, _APPLICATION_ID):  # made meanwhile by someone else
-            raise BudgetStoreError(f"{path} is not a sora2-async budget store")
-        for statement in _SCHEMA.split(";"):
+        if application_id not in (0, kind.application_id):  # made meanwhile by someone else
+            raise kind.error(f"{path} is not a sora2-async {kind.what}")
+        for statement in kind.schema.split(";"):
             if statement.strip():
                 db.execute(statement)
-        db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+        db.execute(f"PRAGMA application_id = {kind.application_id}")
         db.execute("COMMIT")
     except BaseException as exc:
         db.close()
         if isinstance(exc, sqlite3.Error):
-            raise BudgetStoreError(
-                f"{path} is not a usable sora2-async budget store ({exc}); "
+            raise kind.error(
+                f"{path} is not a usable sora2-async {kind.what} ({exc}); "
                 "nothing was changed: pass another path"
             ) from None
         raise
     return db
 
 
-def _check_ours(db: sqlite3.Connection, path: Path) -> None:
+def _check_ours(db: sqlite3.Connection, path: Path, kind: FileKind) -> None:
     (application_id,) = db.execute("PRAGMA application_id").fetchone()
     if application_id == 0 and not db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
         return  # an empty database: another process is making the store this very moment
     row: Any = None
-    if application_id == _APPLICATION_ID:
+    if application_id == kind.application_id:
         row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-    if row is None or row[0] != _FORMAT:
-        raise BudgetStoreError(
-            f"{path} is not a sora2-async budget store (it holds something else); "
+    if row is None or row[0] != kind.format:
+        raise kind.error(
+            f"{path} is not a sora2-async {kind.what} (it holds something else); "
             "nothing was changed: pass another path"
         )

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import anyio
 import attrs
 
 from ._errors import Sora2Error
@@ -40,6 +41,7 @@ __all__ = [
     "VideoStore",
     "VideoStoreError",
     "digest_of",
+    "poll_for_change",
     "record_from_fields",
     "record_fields",
 ]
@@ -166,6 +168,23 @@ def digest_of(requests: Sequence[VideoRequest]) -> str:
     """The digest an idempotency key is checked against: the requests' wire bodies."""
     body = json.dumps([json.loads(request_text(r)) for r in requests], sort_keys=True)
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+async def poll_for_change(
+    read: Callable[[str], Awaitable[VideoRecord | None]],
+    video_id: str,
+    version: int,
+    within: float,
+    every: float,
+) -> None:
+    """Read the record every ``every`` seconds until its version moved (or it is gone), for
+    at most ``within`` seconds: how a store without notifications waits for a change."""
+    with anyio.move_on_after(within):
+        while True:
+            record = await read(video_id)
+            if record is None or record.version != version:
+                return
+            await anyio.sleep(every)
 
 
 @runtime_checkable

@@ -7,9 +7,10 @@ so any worker of the app answers for any video, whichever worker submits or foll
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 import anyio
 
@@ -168,9 +169,15 @@ class Accepting:
 
     async def _wait_change(self, record: VideoRecord, wait: float) -> None:
         # The yields of ``video_sse`` stay outside this scope (no yield inside a cancel scope).
-        with anyio.CancelScope() as scope:
+        with self._drainable(wait):
+            await self._store.wait_change(record.id, record.version, max(0.0, wait))
+
+    @contextlib.contextmanager
+    def _drainable(self, wait: float) -> Iterator[anyio.CancelScope]:
+        """A scope that ends after ``wait`` seconds, or at once when the service drains."""
+        with anyio.CancelScope(deadline=anyio.current_time() + wait) as scope:
             self._wakeups.add(scope)  # drain() cancels it
             try:
-                await self._store.wait_change(record.id, record.version, max(0.0, wait))
+                yield scope
             finally:
                 self._wakeups.discard(scope)

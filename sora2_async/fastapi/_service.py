@@ -314,14 +314,11 @@ class Sora2Service(Accepting):
         self, events: MemoryObjectReceiveStream[Event], wait: float
     ) -> Event | None:
         # The yields of ``sse`` stay outside this scope (no yield inside a cancel scope).
-        with anyio.CancelScope(deadline=anyio.current_time() + wait) as scope:
-            self._wakeups.add(scope)  # drain() cancels it
+        with self._drainable(wait):
             try:
                 return await events.receive()
             except anyio.EndOfStream:
                 return None
-            finally:
-                self._wakeups.discard(scope)
         return None
 
     def _view_after(self, task_id: str, event: Event | None) -> VideoView | None:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 
+from .._sqlite_file import FileKind, open_owned
 from .._video_records import (
     FIELDS,
     BatchRecord,
@@ -30,6 +31,7 @@ from .._video_records import (
     IdempotencyConflictError,
     VideoRecord,
     VideoStoreError,
+    poll_for_change,
     record_fields,
     record_from_fields,
 )
@@ -39,9 +41,11 @@ __all__ = ["SQLiteVideoStore"]
 
 R = TypeVar("R")
 
-_APPLICATION_ID = 0x53325669  # "S2Vi": marks the file as a video store of ours
-_FORMAT = "sora2-async videos 1"
-_SCHEMA = f"""
+_KIND = FileKind(
+    what="video store",
+    application_id=0x53325669,  # "S2Vi"
+    format="sora2-async videos 1",
+    schema="""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS videos (
     id TEXT PRIMARY KEY, request TEXT NOT NULL, state TEXT NOT NULL, task_id TEXT,
@@ -57,8 +61,10 @@ CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY, video_ids TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, target TEXT NOT NULL, digest TEXT NOT NULL, created_at REAL NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('format', '{_FORMAT}');
-"""
+INSERT OR IGNORE INTO meta VALUES ('format', 'sora2-async videos 1');
+""",
+    error=VideoStoreError,
+)
 _COLUMNS = ", ".join(FIELDS)
 _PLACES = ", ".join(f":{name}" for name in FIELDS)
 _OPEN = "state NOT IN ('completed', 'failed', 'error')"
@@ -261,12 +267,7 @@ class SQLiteVideoStore:
     async def wait_change(self, video_id: str, version: int, within: float) -> None:
         """Return once the record's version moved, looking every ``poll_interval``, or
         after ``timeout``."""
-        with anyio.move_on_after(within):
-            while True:
-                record = await self.video(video_id)
-                if record is None or record.version != version:
-                    return
-                await anyio.sleep(self._poll)
+        await poll_for_change(self.video, video_id, version, within, self._poll)
 
     async def _each(
         self, video_ids: Sequence[str], change: Callable[[VideoRecord], VideoRecord | None]
@@ -353,47 +354,6 @@ def _write(db: sqlite3.Connection, record: VideoRecord) -> None:
 
 def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """Open (or make) a video store file; refuse anything else, changing nothing."""
-    if path.is_dir():
-        raise VideoStoreError(f"{path} is a folder, not a video store: pass a file's path")
-    existed = path.exists() and path.stat().st_size > 0
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(
-            path, timeout=_SHORT_BUSY, isolation_level=None, check_same_thread=False
-        )
-    except (OSError, sqlite3.Error) as exc:
-        raise VideoStoreError(f"cannot open the video store {path}: {exc}") from None
-    try:
-        if existed and not _is_ours(db):
-            raise VideoStoreError(
-                f"{path} is not a sora2-async video store (it holds something else); "
-                "nothing was changed: pass another path"
-            )
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")  # making it: wait
-        db.execute("BEGIN IMMEDIATE")
-        (application_id,) = db.execute("PRAGMA application_id").fetchone()
-        if application_id not in (0, _APPLICATION_ID):
-            raise VideoStoreError(f"{path} is not a sora2-async video store")
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
-        db.execute("COMMIT")
-        db.execute(f"PRAGMA busy_timeout = {round(_SHORT_BUSY * 1000)}")  # then: see _begin
-    except BaseException as exc:
-        db.close()
-        if isinstance(exc, sqlite3.Error):
-            raise VideoStoreError(f"{path} is not a usable video store ({exc})") from None
-        raise
+    db = open_owned(path, _KIND, busy_timeout)
+    db.execute(f"PRAGMA busy_timeout = {round(_SHORT_BUSY * 1000)}")  # then: see ``_begin``
     return db
-
-
-def _is_ours(db: sqlite3.Connection) -> bool:
-    (application_id,) = db.execute("PRAGMA application_id").fetchone()
-    if application_id == 0:  # empty: another worker is making it this very moment
-        return not db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    if application_id != _APPLICATION_ID:
-        return False
-    row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-    return row is not None and row[0] == _FORMAT

@@ -31,6 +31,7 @@ from .._video_records import (
     IdempotencyConflictError,
     VideoRecord,
     VideoStoreError,
+    poll_for_change,
     record_fields,
     record_from_fields,
 )
@@ -241,18 +242,18 @@ class RedisVideoStore:
     async def wait_change(self, video_id: str, version: int, within: float) -> None:
         """Return once the record's version moved, or after ``within`` seconds: woken by the
         store's channel when it listens, else reading the record every ``poll_interval``."""
+        deadline = anyio.current_time() + within
         with anyio.move_on_after(within):
-            while True:
-                woken = None
-                if self._listening:  # registered before the read: no change falls between
-                    woken = self._waiters.setdefault(video_id, anyio.Event())
+            while self._listening:
+                # Registered before the read, so that no change falls between the two.
+                woken = self._waiters.setdefault(video_id, anyio.Event())
                 record = await self.video(video_id)
                 if record is None or record.version != version:
                     return
-                if woken is None:
-                    await anyio.sleep(self._poll)
-                else:
-                    await woken.wait()
+                await woken.wait()  # set by a change, or when the listener stops
+        left = deadline - anyio.current_time()
+        if left > 0:  # not listening (or no longer): read the record meanwhile
+            await poll_for_change(self.video, video_id, version, left, self._poll)
 
     async def _listen(self) -> None:
         """Wake the waiters of each video whose change is published (on one connection)."""
