@@ -126,10 +126,11 @@ IdempotencyKey = Annotated[
         description="the same key again returns the same video; with another body, a 409",
     ),
 ]
-NOT_FOUND = {404: {"model": Problem, "description": "no such video or batch"}}
+UNAVAILABLE = {503: {"model": Problem, "description": "shutting down, or the shared store is away"}}
+NOT_FOUND = {404: {"model": Problem, "description": "no such video or batch"}, **UNAVAILABLE}
 REFUSED = {
     409: {"model": Problem, "description": "the Idempotency-Key came with another body"},
-    503: {"model": Problem, "description": "shutting down, or the shared store is away"},
+    **UNAVAILABLE,
 }
 EVENT_STREAM = {
     200: {

@@ -1,26 +1,28 @@
 """``sora2_async.fastapi``: the SDK in a FastAPI backend (``pip install 'sora2-async[fastapi]'``).
 
 One client and one :class:`Sora2Service` live as long as the app (:func:`sora2_lifespan`);
-routes get the service as a dependency (:data:`Sora2`). A submission answers at once and
-its video is followed in the background; routes answer from what the SDK already knows, so
-any number of HTTP clients can watch a video for the price of one poller::
+routes get the service as a dependency (:data:`Sora2`). A submission is recorded and
+answered at once; the video is submitted under the budget and followed in the background,
+and routes answer from the service's store, so any number of HTTP clients can watch a
+video for the price of one poller::
 
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Header
     from sora2_async import VideoRequest
     from sora2_async.fastapi import Sora2, VideoView, sora2_lifespan
 
     app = FastAPI(lifespan=sora2_lifespan())
 
     @app.post("/videos", status_code=202)
-    async def create_video(prompt: str, sora2: Sora2) -> dict[str, str]:
-        task = await sora2.submit(VideoRequest(prompt))  # one request; polled in background
-        return {"task_id": task.task_id}
+    async def create_video(prompt: str, sora2: Sora2, idempotency_key: str | None = Header(None)):
+        return await sora2.accept(VideoRequest(prompt), idempotency_key=idempotency_key)
 
-    @app.get("/videos/{task_id}")
-    async def get_video(task_id: str, sora2: Sora2) -> VideoView | None:
-        return sora2.view(task_id)  # no request
+    @app.get("/videos/{video_id}")
+    async def get_video(video_id: str, sora2: Sora2) -> VideoView | None:
+        return await sora2.video(video_id)  # no request
 
-A complete app, with server-sent events and batches, is ``docs/examples/fastapi_app.py``.
+With several workers, give every worker the same budget and store
+(:func:`open_shared_stores`: SQLite files on one host, Redis across hosts). A complete app,
+with server-sent events, batches and the shared stores, is ``docs/examples/fastapi_app.py``.
 """
 
 try:
