@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from ._video_records import TERMINAL, VideoRecord
+from ._video_records import TERMINAL, UNCERTAIN, VideoRecord
 
 __all__ = ["claimable", "claimed", "released", "renewed", "updated"]
 
@@ -33,13 +33,18 @@ def updated(
 
     The holder may change an unfinished record. A task id may be written by anyone while the
     record has none (the generate that created it was ``owner``'s): the writer takes the
-    lease, so that the task is followed. Ending it (a terminal state) ends the lease.
+    lease, so that the task is followed. That holds even once another worker ended the
+    record as uncertain (its sender's lease had lapsed while the generate was out): the
+    answer came after all. Ending a record (a terminal state) ends the lease.
     """
-    if record.done:
-        return None
     takes_task = changes.get("task_id") is not None and record.task_id is None
+    revives = takes_task and record.state == "error" and record.error_code == UNCERTAIN
+    if record.done and not revives:
+        return None
     if record.owner != owner and not takes_task:
         return None
+    if revives:
+        changes = {"error": None, "error_code": None, **changes}
     lease: dict[str, Any] = {"owner": owner, "lease_until": now + ttl}
     if changes.get("state") in TERMINAL:
         lease = {"owner": None, "lease_until": 0.0}

@@ -129,8 +129,8 @@ class Deployment:
         )
         deadline = time.monotonic() + 30
         while len(self.workers()) < WORKERS or not _answers(self.port):
-            assert self.process.returncode is None, "uvicorn died while starting"
-            assert time.monotonic() < deadline, "uvicorn did not start"
+            assert self.process.returncode is None, f"uvicorn died starting:\n{self.output()}"
+            assert time.monotonic() < deadline, f"uvicorn did not start:\n{self.output()}"
             await anyio.sleep(0.1)
 
     async def stop(self) -> None:
@@ -168,8 +168,9 @@ class Deployment:
         raise AssertionError("found no moment to kill the app")
 
     def output(self) -> str:
-        self.log.seek(0)
-        return str(self.log.read().decode(errors="replace"))
+        """What uvicorn and its workers wrote so far (read through a handle of its own: theirs
+        share the offset of the one they write with)."""
+        return Path(self.log.name).read_bytes().decode(errors="replace")
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -16,6 +16,7 @@ import pytest
 from sora2_async import VideoRequest
 from sora2_async._video_records import digest_of
 from sora2_async.fastapi import (
+    UNCERTAIN,
     BatchRecord,
     IdempotencyConflictError,
     SQLiteVideoStore,
@@ -293,3 +294,38 @@ async def test_redis_wakes_event_streams_on_another_hosts_change_at_once(
             await there.update("v1", "a", {"progress": "rendering"})
         assert woke
         assert woke[0] - written < 1.0  # not the minute a read would have waited
+
+
+async def test_a_late_task_id_revives_an_uncertain_end(stores: Stores) -> None:
+    """A sender whose lease lapsed with its generate out gets its answer after another worker
+    gave the video up as uncertain: the task id wins, and the video runs again."""
+    store = stores.make()
+    await store.create([queued("v1")])
+    await store.update("v1", "a", {"state": "submitting"})
+    stores.clock.advance(31)
+    await stores.other(store).claim("b", 10)
+    ended = await stores.other(store).update(
+        "v1", "b", {"state": "error", "error": "lost", "error_code": UNCERTAIN}
+    )
+    assert ended is not None
+    assert ended.done
+    revived = await store.update("v1", "a", {"state": "processing", "task_id": "t1"})
+    assert revived is not None
+    assert (revived.state, revived.task_id, revived.owner) == ("processing", "t1", "a")
+    assert (revived.error, revived.error_code) == (None, None)
+    stores.clock.advance(31)  # and it is followed again if its sender dies now
+    assert [r.id for r in await store.claim("c", 10)] == ["v1"]
+    # Any other ended video stays ended, task id or not.
+    await store.create([queued("v2")])
+    await store.update("v2", "a", {"state": "error", "error": "refused", "error_code": "X"})
+    assert await store.update("v2", "a", {"state": "processing", "task_id": "t2"}) is None
+
+
+async def test_claims_take_the_oldest_first(stores: Stores) -> None:
+    if stores.kind == "redis":
+        pytest.skip("Redis claims the soonest lapsed first (documented)")
+    store = stores.make()
+    await store.create([queued(f"v{i}") for i in range(4)])
+    await store.update("v0", "a", {"progress": "rendering"})  # a write moves no one's turn
+    stores.clock.advance(31)
+    assert [r.id for r in await store.claim("b", 2)] == ["v0", "v1"]

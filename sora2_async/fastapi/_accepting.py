@@ -8,6 +8,7 @@ so any worker of the app answers for any video, whichever worker submits or foll
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -15,11 +16,13 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 import anyio
 
 from .._models import VideoRequest
-from .._video_records import BatchRecord, VideoRecord, VideoStore, digest_of
+from .._video_records import BatchRecord, VideoRecord, VideoStore, VideoStoreError, digest_of
 from ._views import BatchView, VideoView, view_of_record
 from ._worker import VideoWorker
 
 __all__ = ["Accepting"]
+
+logger = logging.getLogger("sora2_async")
 
 
 def _new_id(prefix: str) -> str:
@@ -69,9 +72,11 @@ class Accepting:
         if created.created:
             self._worker.take(record)
             return view_of_record(record)
-        existing = await self.video(created.id)
-        assert existing is not None  # an idempotency key outlives nothing it names
-        return existing
+        existing = await self._store.video(created.id)
+        if existing is None:  # the store forgot the video before the key: should not happen
+            raise VideoStoreError(f"the video of Idempotency-Key {idempotency_key!r} is gone")
+        self._take_if_ours(existing)
+        return view_of_record(existing)
 
     async def accept_batch(
         self, requests: Iterable[VideoRequest], *, idempotency_key: str | None = None
@@ -99,9 +104,20 @@ class Accepting:
         if created.created:
             for record in records:
                 self._worker.take(record)
+        found = await self._store.batch(created.id)
+        if found is None:
+            raise VideoStoreError(f"the batch of Idempotency-Key {idempotency_key!r} is gone")
+        for record in found[1]:
+            self._take_if_ours(record)
         view = await self.batch(created.id)
-        assert view is not None
+        assert view is not None  # read a moment ago; batches are forgotten only by age
         return view
+
+    def _take_if_ours(self, record: VideoRecord) -> None:
+        # A create whose answer was lost and which was sent again (Redis) finds its own
+        # records: they are this worker's to work on, not to leave waiting out a lease.
+        if record.owner == self._worker.owner and not record.done:
+            self._worker.take(record)
 
     async def video(self, video_id: str) -> VideoView | None:
         """What the store knows of an accepted video now (no request): ``None`` if unknown.
@@ -161,8 +177,13 @@ class Accepting:
             if view.done or self.draining or anyio.current_time() >= deadline:
                 return
             wait = min(heartbeat, deadline - anyio.current_time())
-            await self._wait_change(record, wait)
-            before, record = record, await self._store.video(video_id)
+            before = record
+            try:
+                await self._wait_change(record, wait)
+                record = await self._store.video(video_id)
+            except VideoStoreError as exc:  # the store is away: end; the client reconnects
+                logger.warning("event stream of video %s ended: %s", video_id, exc)
+                return
             unchanged = record is not None and record.version == before.version
             if unchanged and not self.draining and anyio.current_time() < deadline:
                 yield ": keep-alive\n\n"

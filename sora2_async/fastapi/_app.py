@@ -49,7 +49,8 @@ class _Lifespan:
     async def __aenter__(self) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
             store = self._store
-            if callable(store) and not isinstance(store, VideoStore):
+            # A class is a maker too (and a runtime-checked protocol would take it for a store).
+            if isinstance(store, type) or (callable(store) and not isinstance(store, VideoStore)):
                 store = store()  # made here: entered here, and closed when the app stops
                 if isinstance(store, AbstractAsyncContextManager):
                     await stack.enter_async_context(store)

@@ -50,6 +50,7 @@ class MemoryVideoStore:
         self._videos: OrderedDict[str, VideoRecord] = OrderedDict()
         self._batches: dict[str, BatchRecord] = {}
         self._keys: dict[str, tuple[str, str]] = {}  # idempotency key -> (id, digest)
+        self._key_of: dict[str, str] = {}  # video or batch id -> its idempotency key
         self._changed: anyio.Event | None = None
 
     def __repr__(self) -> str:
@@ -100,6 +101,7 @@ class MemoryVideoStore:
             self._batches[batch.id] = batch
         if idempotency_key is not None:
             self._keys[idempotency_key] = (target, digest)
+            self._key_of[target] = idempotency_key
         self._notify()
         return Created(target, created=True)
 
@@ -181,4 +183,11 @@ class MemoryVideoStore:
         # Forget the oldest ended videos beyond ``remember`` (never an unfinished one).
         excess = len(self._videos) - self._remember
         for old_id in [i for i, r in self._videos.items() if r.done][: max(0, excess)]:
-            del self._videos[old_id]
+            gone = self._videos.pop(old_id)
+            # Its key (or its batch's, with the batch) goes with it: a key never names
+            # something forgotten, and sent again it makes a new video.
+            if gone.batch_id is not None:
+                self._batches.pop(gone.batch_id, None)
+            for target in (old_id, gone.batch_id):
+                if target is not None and target in self._key_of:
+                    self._keys.pop(self._key_of.pop(target), None)

@@ -76,7 +76,9 @@ async def open_shared_stores(
         "lease_ttl": max(2.0, 60.0 / time_scale),
         "flight_ttl": max(5.0, 120.0 / time_scale),
     }
-    video_ttl = max(2.0, lease_ttl / time_scale)
+    # Not below 5 s however fast the simulator runs: a worker stalled a moment (a busy
+    # machine, a slow disk) must not lose its videos to another one.
+    video_ttl = max(5.0, lease_ttl / time_scale)
     redis_url = redis_url or os.environ.get(REDIS_URL_ENV)
     async with contextlib.AsyncExitStack() as stack:
         if redis_url:

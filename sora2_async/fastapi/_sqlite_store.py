@@ -67,6 +67,10 @@ INSERT OR IGNORE INTO meta VALUES ('format', 'sora2-async videos 1');
 )
 _COLUMNS = ", ".join(FIELDS)
 _PLACES = ", ".join(f":{name}" for name in FIELDS)
+_UPSERT = (
+    f"INSERT INTO videos ({_COLUMNS}) VALUES ({_PLACES}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in FIELDS if name != "id")
+)
 _OPEN = "state NOT IN ('completed', 'failed', 'error')"
 _SHORT_BUSY = 0.002  # SQLite's own wait for a lock, before ``_begin`` tries again
 
@@ -111,8 +115,10 @@ class SQLiteVideoStore:
         self._poll = poll_interval
         self._clock = clock
         self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        # Two connections: a write may wait (seconds, under contention) for another worker's
+        # transaction, and the reads (every GET, every event stream) must not wait behind it.
+        self._locks = {"read": threading.Lock(), "write": threading.Lock()}
+        self._dbs: dict[str, sqlite3.Connection] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -129,7 +135,7 @@ class SQLiteVideoStore:
         return self._ttl
 
     async def __aenter__(self) -> SQLiteVideoStore:
-        await self._run(lambda db: None)  # open (and make) it now: fail early
+        await self._run(lambda db: None, write=True)  # open (and make) it now: fail early
         return self
 
     async def __aexit__(
@@ -144,11 +150,11 @@ class SQLiteVideoStore:
         """Close the file (a closed store refuses further calls)."""
 
         def close() -> None:
-            with self._lock:
+            with self._locks["read"], self._locks["write"]:
                 self._closed = True
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
+                for db in self._dbs.values():
+                    db.close()
+                self._dbs.clear()
 
         await anyio.to_thread.run_sync(close)
 
@@ -179,7 +185,10 @@ class SQLiteVideoStore:
                 )
             for record in videos:
                 lease_until = now + self._ttl if record.owner else 0.0
-                _write(db, attrs.evolve(record, lease_until=lease_until, created_at=wall))
+                stamped = attrs.evolve(
+                    record, lease_until=lease_until, created_at=wall, updated_at=wall
+                )
+                _write(db, stamped)
             if batch is not None:
                 db.execute(
                     "INSERT INTO batches VALUES (?, ?, ?)",
@@ -251,6 +260,7 @@ class SQLiteVideoStore:
                 (cutoff,),
             )
             db.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,))
+            db.execute("DELETE FROM batches WHERE created_at < ?", (cutoff,))
             return taken
 
         return await self._transaction(work)
@@ -299,13 +309,13 @@ class SQLiteVideoStore:
             self._begin(db)
             try:
                 result = work(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
+                db.execute("COMMIT")
+                return result
+            finally:
+                if db.in_transaction:  # the work, or the COMMIT itself, failed
+                    db.execute("ROLLBACK")
 
-        return await self._run(atomic)
+        return await self._run(atomic, write=True)
 
     def _begin(self, db: sqlite3.Connection) -> None:
         # One writer at a time, across processes. SQLite's own busy handler backs off to
@@ -323,15 +333,17 @@ class SQLiteVideoStore:
                     raise
                 time.sleep(random.uniform(0.0005, 0.003))
 
-    async def _run(self, work: Callable[[sqlite3.Connection], R]) -> R:
+    async def _run(self, work: Callable[[sqlite3.Connection], R], *, write: bool = False) -> R:
+        use = "write" if write else "read"
+
         def call() -> R:
-            with self._lock:
+            with self._locks[use]:
                 if self._closed:
                     raise RuntimeError(f"{self!r} is closed")
-                if self._db is None:
-                    self._db = _open(self._path, self._busy_timeout)
+                if use not in self._dbs:
+                    self._dbs[use] = _open(self._path, self._busy_timeout)
                 try:
-                    return work(self._db)
+                    return work(self._dbs[use])
                 except sqlite3.Error as exc:  # a lock held too long, a full disk, damage
                     raise VideoStoreError(
                         f"cannot use the video store {self._path}: {exc}"
@@ -347,9 +359,8 @@ def _read(db: sqlite3.Connection, video_id: str) -> VideoRecord | None:
 
 
 def _write(db: sqlite3.Connection, record: VideoRecord) -> None:
-    db.execute(
-        f"INSERT OR REPLACE INTO videos ({_COLUMNS}) VALUES ({_PLACES})", record_fields(record)
-    )
+    # An upsert, not INSERT OR REPLACE: the row keeps its rowid, the order claims go in.
+    db.execute(_UPSERT, record_fields(record))
 
 
 def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:

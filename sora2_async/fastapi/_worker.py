@@ -21,8 +21,9 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .._api import is_transient
 from .._client import Sora2Client
-from .._errors import BudgetStoreError, provably_not_created
+from .._errors import BudgetStoreError, Sora2Error, provably_not_created
 from .._events import Event, EventKind
 from .._journal_codec import status_fields
 from .._journaled import final_status_of
@@ -38,6 +39,13 @@ class _LeaseLost(Exception):
     """Another worker holds the record now: stop working on it (nothing was sent)."""
 
 
+class _NotSent(Exception):
+    """The store failed before the generate went out: nothing was sent, try again later.
+
+    Not a ``Sora2Error``: the client must not report it as a send that may have created a
+    task."""
+
+
 class _Intent:
     """The store's side of a generate's attempts (the ``SendHooks`` of ``APICaller``)."""
 
@@ -49,11 +57,18 @@ class _Intent:
     async def before_send(self) -> None:
         # Checked against the lease in the same atomic step: if another worker took the
         # record, this generate never goes out.
-        if await self._worker._write(self._record.id, {"state": "submitting"}) is None:
+        try:
+            written = await self._worker._write(self._record.id, {"state": "submitting"})
+        except Exception as exc:
+            raise _NotSent(str(exc)) from None
+        if written is None:
             raise _LeaseLost(self._record.id)
 
     async def not_sent(self, reason: str) -> None:
-        await self._worker._write(self._record.id, {"state": "queued"})
+        try:
+            await self._worker._write(self._record.id, {"state": "queued"})
+        except Exception as exc:  # it stays "submitting": taken over as uncertain, at worst
+            raise _NotSent(str(exc)) from None
 
 
 class VideoWorker:
@@ -187,7 +202,10 @@ class VideoWorker:
                 self._tasks.pop(record.task_id, None)
 
     async def _advance(self, record: VideoRecord) -> None:
-        if record.state == "submitting":  # its worker died with the generate on the wire
+        if record.state == "submitting":  # its sender died (or stalled) with the generate out
+            # A stalled sender may still get its answer and write the task id (which takes
+            # the record back, and cancels this). Only after a lease's time more is it lost.
+            await anyio.sleep(self._store.lease_ttl)
             await self._end(
                 record.id,
                 {
@@ -211,8 +229,12 @@ class VideoWorker:
     async def _submit(self, record: VideoRecord) -> Task | None:
         try:
             task = await self._client._submit(record.request, hooks=_Intent(self, record))
-        except BudgetStoreError as exc:  # nothing was sent: leave it queued for later
-            logger.warning("video %s waits: the budget store failed (%s)", record.id, exc)
+        except _LeaseLost:
+            raise
+        except (BudgetStoreError, _NotSent) as exc:  # nothing was sent: it waits for later
+            logger.warning(
+                "video %s waits: a store failed before its generate (%s)", record.id, exc
+            )
             self._unfinished.add(record.id)
             return None
         except Exception as exc:
@@ -238,6 +260,15 @@ class VideoWorker:
             return
         error = result.error
         code: str | None = getattr(error, "error_code", None)
+        if isinstance(error, Sora2Error) and is_transient(error):
+            # The API or the network is away (polling kept failing for a while): the task
+            # goes on on the server. Say so, keep it running, and let the lease lapse, so
+            # that it is followed again (here or elsewhere) a lease's time from now.
+            logger.warning("following video %s paused: %s", video_id, error)
+            with anyio.CancelScope(shield=True):
+                await self._write(video_id, {"error": str(error), "error_code": code})
+            self._unfinished.discard(video_id)
+            return
         await self._end(video_id, {"state": "error", "error": str(error), "error_code": code})
 
     async def _end(self, video_id: str, changes: Mapping[str, Any]) -> None:

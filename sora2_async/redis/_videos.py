@@ -26,6 +26,7 @@ import coredis
 import coredis.exceptions
 
 from .._video_records import (
+    UNCERTAIN,
     BatchRecord,
     Created,
     IdempotencyConflictError,
@@ -42,7 +43,7 @@ __all__ = ["RedisVideoStore"]
 logger = logging.getLogger("sora2_async")
 
 _SCRIPT = resources.files(__package__).joinpath("videos.lua").read_text(encoding="utf-8")
-_KEYS = ("videos", "live", "ended", "idem", "idemat", "batches")
+_KEYS = ("videos", "live", "ended", "idem", "idemat", "batches", "batchat")
 
 
 def _wire(fields: Mapping[str, Any]) -> dict[str, str | None]:
@@ -219,7 +220,8 @@ class RedisVideoStore:
         self, video_id: str, owner: str, changes: Mapping[str, Any]
     ) -> VideoRecord | None:
         """Apply ``changes`` if ``owner`` holds the record; see the protocol's ``update``."""
-        reply = await self._call("update", video_id, json.dumps(_wire(changes)), owner=owner)
+        changed = json.dumps(_wire(changes))
+        reply = await self._call("update", video_id, changed, UNCERTAIN, owner=owner)
         return None if reply is None or reply is False else self._record(reply)
 
     async def claim(self, owner: str, limit: int) -> list[VideoRecord]:

@@ -1,11 +1,12 @@
 -- sora2-async: a service's videos in Redis, and their leases. One call, one atomic change.
 --
--- The rule is sora2_async/fastapi/_rules.py's (the stores' contract suite runs on both): a
+-- The rule is sora2_async/_video_rules.py's (the stores' contract suite runs on both): a
 -- record is changed by the owner of its lease; a task id is written by anyone while the
--- record has none (the writer takes the lease); a terminal state ends the lease; a record
--- whose lease lapsed is claimed by whoever asks. Leases run on the server's clock (TIME).
+-- record has none (the writer takes the lease), even over an uncertain end; a terminal
+-- state ends the lease; a record whose lease lapsed is claimed by whoever asks. Leases run
+-- on the server's clock (TIME).
 --
--- A record is the JSON of sora2_async/fastapi/_records.py's fields, every value a string
+-- A record is the JSON of sora2_async/_video_records.py's fields, every value a string
 -- (so that no number is rounded here) or absent (None).
 --
 -- KEYS (one hash tag, so that a cluster keeps them in one slot):
@@ -15,11 +16,12 @@
 --   4 idem     HASH  idempotency key -> {target, digest} (JSON)
 --   5 idemat   ZSET  idempotency key -> when it was first seen
 --   6 batches  HASH  batch id -> {video_ids, created_at} (JSON)
+--   7 batchat  ZSET  batch id -> when it was made
 -- ARGV: 1 op, 2 owner, 3 now ('' = the server's TIME), 4 lease ttl, 5 wall time, 6.. op args
 --
 -- ops:
 --   create key digest target retention batch record...  {'created'|'exists'|'conflict', id}
---   update id changes                                   the new record, or false
+--   update id changes uncertain                         the new record, or false
 --   claim limit retention                               the claimed records
 --   renew id...                                         the ids still held (renewed)
 --   release id...                                       nothing
@@ -37,7 +39,7 @@ else
 end
 local ttl, wall = tonumber(ARGV[4]), ARGV[5]
 local K_VIDEOS, K_LIVE, K_ENDED = KEYS[1], KEYS[2], KEYS[3]
-local K_IDEM, K_IDEMAT, K_BATCHES = KEYS[4], KEYS[5], KEYS[6]
+local K_IDEM, K_IDEMAT, K_BATCHES, K_BATCHAT = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local TERMINAL = {completed = true, failed = true, error = true}
 
 local function num(x)
@@ -69,6 +71,7 @@ local function save(rec)
     redis.call('ZREM', K_LIVE, rec.id)
     redis.call('ZADD', K_ENDED, now, rec.id)
   else
+    redis.call('ZREM', K_ENDED, rec.id)  -- an uncertain end revived by its task id
     redis.call('ZADD', K_LIVE, tonumber(rec.lease_until), rec.id)
   end
 end
@@ -92,6 +95,10 @@ local function prune(retention)
     redis.call('HDEL', K_IDEM, key)
   end
   redis.call('ZREMRANGEBYSCORE', K_IDEMAT, '-inf', cutoff)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_BATCHAT, '-inf', cutoff)) do
+    redis.call('HDEL', K_BATCHES, id)
+  end
+  redis.call('ZREMRANGEBYSCORE', K_BATCHAT, '-inf', cutoff)
 end
 
 if op == 'create' then
@@ -120,17 +127,22 @@ if op == 'create' then
   end
   if batch ~= '' then
     redis.call('HSET', K_BATCHES, target, batch)
+    redis.call('ZADD', K_BATCHAT, now, target)
   end
   return {'created', target}
 elseif op == 'update' then
   local rec = load(ARGV[6])
-  if not rec or TERMINAL[rec.state] then
+  if not rec then
     return false
   end
   local changes = cjson.decode(ARGV[7])
   local takes_task = changes.task_id ~= nil and changes.task_id ~= cjson.null and not rec.task_id
-  if rec.owner ~= owner and not takes_task then
+  local revives = takes_task and rec.state == 'error' and rec.error_code == ARGV[8]
+  if (TERMINAL[rec.state] and not revives) or (rec.owner ~= owner and not takes_task) then
     return false
+  end
+  if revives then
+    rec.error, rec.error_code = nil, nil
   end
   for name, value in pairs(changes) do
     if value == cjson.null then
