@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from sora2_async import RateLimit, RequestKind, SlidingWindowLimiter, Sora2Client, VideoRequest
@@ -26,7 +27,7 @@ from sora2_async.fastapi import (
     VideoRecord,
     VideoStoreError,
 )
-from sora2_async.testing import Faults, Simulator
+from sora2_async.testing import Faults, RuleTransport, Simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -284,3 +285,109 @@ def test_the_example_declares_its_answers_in_openapi() -> None:
     assert headers == ["Idempotency-Key"]
     assert {"404", "503"} <= set(schema["paths"]["/videos/{video_id}"]["get"]["responses"])
     assert {"202", "409"} <= set(schema["paths"]["/batches"]["post"]["responses"])
+
+
+class FailsOnce(Muted):
+    """A store that fails the first write of ``state`` (the store away for a moment)."""
+
+    def __init__(self, store: MemoryVideoStore, state: str) -> None:
+        super().__init__(store)
+        self.state, self.failed = state, 0
+
+    async def update(self, video_id: str, owner: str, changes: Any) -> Any:
+        if changes.get("state") == self.state and not self.failed:
+            self.failed += 1
+            raise VideoStoreError("the store is away for a moment")
+        return await self._store.update(video_id, owner, changes)
+
+
+async def test_a_store_failure_before_the_send_leaves_the_video_to_be_sent_later(
+    workers: Workers, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FailsOnce(workers.store, "submitting")
+    async with workers.worker("w1", flaky) as service:
+        view = await service.accept(CORGI)
+        assert view.id is not None
+        (done,) = await workers.until_done(service, [view.id])
+    assert flaky.failed == 1
+    assert done.state == "completed"  # sent once the store answered again, not "uncertain"
+    assert workers.sim.stats().requests_by_endpoint["generate"] == 1
+    assert "may be paid" not in caplog.text
+    assert "may exist" not in caplog.text
+
+
+async def test_a_long_api_outage_pauses_a_video_and_it_completes_afterwards() -> None:
+    sim = Simulator(seed=4)
+    back_at: list[float] = []
+
+    def outage(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path.endswith("/check-status") and anyio.current_time() < back_at[0]:
+            return httpx.Response(503, text="<html>upstream down</html>")
+        return None
+
+    workers = Workers(sim, MemoryVideoStore(), 100)
+    async with (
+        Sora2Client("accept-key", transport=RuleTransport(sim, outage)) as client,
+        Sora2Service(client, store=workers.store, owner="w1") as service,
+    ):
+        back_at.append(anyio.current_time() + 2 * 3600)  # two hours of 503s
+        view = await service.accept(CORGI)
+        assert view.id is not None
+        await anyio.sleep(3600)
+        paused = await service.video(view.id)
+        assert paused is not None
+        assert paused.state == "processing"  # not given up: the task goes on on the server
+        assert paused.task_id is not None
+        (done,) = await workers.until_done(service, [view.id])
+    assert done.state == "completed"
+    assert sim.stats().tasks_created == 1
+
+
+async def test_an_answer_that_comes_after_a_takeover_still_counts(workers: Workers) -> None:
+    """A sender stalls past its lease with its generate out; another worker takes the video
+    over and, a lease later, gives it up as uncertain; then the sender's answer comes: the
+    task id wins, and the video is followed to its end."""
+    async with Sora2Client("accept-key", transport=workers.sim.transport()) as sender:
+        task = await sender.generate(CORGI)  # the generate the stalled sender had sent
+    await workers.store.create([VideoRecord("v1", CORGI, owner="stalled")])
+    await workers.store.update("v1", "stalled", {"state": "submitting"})
+    async with workers.worker("heir") as heir:
+        await anyio.sleep(90)  # the lease lapsed, the heir claimed it and waited one more
+        given_up = await heir.video("v1")
+        assert given_up is not None
+        assert (given_up.state, given_up.error_code) == ("error", UNCERTAIN)
+        changes = {"state": "processing", "task_id": task.task_id}
+        assert await workers.store.update("v1", "stalled", changes) is not None
+        (done,) = await workers.until_done(heir, ["v1"])  # the stalled one died: taken over
+    assert done.state == "completed"
+    assert done.task_id == task.task_id
+    assert workers.sim.stats().tasks_created == 1
+
+
+async def test_an_idempotency_key_is_forgotten_with_its_video() -> None:
+    sim = Simulator(seed=6)
+    workers = Workers(sim, MemoryVideoStore(remember=2), 100)
+    async with workers.worker("w1") as service:
+        first = await service.accept(CORGI, idempotency_key="old")
+        for i in range(3):
+            await service.accept(VideoRequest(f"v{i}"))
+        await anyio.sleep(3 * 3600)  # everything ended; the oldest were forgotten
+        assert first.id is not None
+        assert await service.video(first.id) is None
+        again = await service.accept(CORGI, idempotency_key="old")
+    assert again.id != first.id  # a new video, not a crash
+
+
+async def test_the_lifespan_makes_a_store_from_a_class(workers: Workers) -> None:
+    from fastapi import FastAPI
+
+    from sora2_async.fastapi import sora2_lifespan
+
+    def make_client() -> Sora2Client:
+        return Sora2Client("accept-key", transport=workers.sim.transport())
+
+    app = FastAPI(lifespan=sora2_lifespan(make_client, store=MemoryVideoStore))
+    async with app.router.lifespan_context(app) as state:
+        service = state["sora2"]
+        assert isinstance(service.store, MemoryVideoStore)
+        assert (await service.accept(CORGI)).state == "queued"
