@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,6 @@ from importlib import resources
 from types import TracebackType
 from typing import Any
 
-import anyio
 import coredis
 import coredis.exceptions
 
@@ -33,7 +31,8 @@ from .._journal import JournalEntry, JournalError, JournalState
 from .._journal_codec import status_fields
 from .._journaled import Adoption
 from .._models import TaskStatus, VideoRequest
-from ._limiter import _UNREACHABLE, _namespace_for, _text
+from ._common import retrying, tagged_keys
+from ._limiter import _namespace_for, _text
 from ._rows import decode_row, entry_of, row_text
 
 __all__ = ["RedisJournal"]
@@ -83,17 +82,13 @@ class RedisJournal:
         server_clock: Callable[[], float] | None = None,
         owns_client: bool = False,
     ) -> None:
-        for what, value in (("name", name), ("namespace", namespace)):
-            if not value or any(c in value for c in "{}"):
-                raise ValueError(f"{what} must be a non-empty name without braces: {value!r}")
+        keys = tagged_keys("journal", namespace, name, (*_KEYS, "meta"))
         if not (follower_ttl > 0 and math.isfinite(follower_ttl)):
             raise ValueError(f"follower_ttl must be positive and finite, not {follower_ttl!r}")
         self._redis = client
         self._owns_client = owns_client
         self._name, self._namespace = name, namespace
-        tag = f"{{sora2:{namespace}:journal:{name}}}"
-        self._keys = [f"{tag}:{part}" for part in _KEYS]
-        self._meta_key = f"{tag}:meta"  # facts about the journal itself; not the script's
+        self._keys, self._meta_key = keys[:-1], keys[-1]  # meta: facts about the journal
         self._script = client.register_script(_SCRIPT)
         self._ttl = float(follower_ttl)
         self._owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -358,28 +353,12 @@ class RedisJournal:
         ``unreachable_timeout`` seconds; every failure is a :class:`JournalError`."""
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        pause, waited = 0.05, 0.0
-        while True:
-            try:
-                return await self._run(send)
-            except coredis.exceptions.ResponseError as exc:
-                raise JournalError(f"the Redis journal {self._name!r} refused: {exc}") from None
-            except _UNREACHABLE as exc:
-                if waited >= self._unreachable_timeout:
-                    raise JournalError(
-                        f"the Redis journal {self._name!r} is unreachable: {exc}"
-                    ) from None
-                if waited == 0.0:
-                    logger.warning(
-                        "the Redis journal %r is unreachable (%s): retrying for %g s",
-                        self._name,
-                        type(exc).__name__,
-                        self._unreachable_timeout,
-                    )
-                delay = pause * random.uniform(0.5, 1.0)
-                await anyio.sleep(delay)
-                waited += delay
-                pause = min(2.0, pause * 2)
+        return await retrying(
+            lambda: self._run(send),
+            unreachable_for=self._unreachable_timeout,
+            error=JournalError,
+            what=f"the Redis journal {self._name!r}",
+        )
 
     def _entry(self, text: Any) -> JournalEntry:
         return entry_of(decode_row(text, self._name), self._name)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
@@ -36,7 +35,8 @@ from .._video_records import (
     record_fields,
     record_from_fields,
 )
-from ._limiter import _UNREACHABLE, _namespace_for, _text
+from ._common import retrying, tagged_keys
+from ._limiter import _namespace_for, _text
 
 __all__ = ["RedisVideoStore"]
 
@@ -96,16 +96,12 @@ class RedisVideoStore:
         server_clock: Callable[[], float] | None = None,
         owns_client: bool = False,
     ) -> None:
-        for what, value in (("name", name), ("namespace", namespace)):
-            if not value or any(c in value for c in "{}"):
-                raise ValueError(f"{what} must be a non-empty name without braces: {value!r}")
+        self._keys = tagged_keys("videos", namespace, name, _KEYS)
         if not (lease_ttl > 0 and math.isfinite(lease_ttl)):
             raise ValueError(f"lease_ttl must be positive and finite, not {lease_ttl!r}")
         self._redis = client
         self._owns_client = owns_client
         self._namespace, self._name = namespace, name
-        tag = f"{{sora2:{namespace}:videos:{name}}}"
-        self._keys = [f"{tag}:{part}" for part in _KEYS]
         self._script = client.register_script(_SCRIPT)
         self._ttl = float(lease_ttl)
         self._retention = retention
@@ -290,21 +286,12 @@ class RedisVideoStore:
         ``unreachable_timeout`` seconds; every failure is a :class:`VideoStoreError`."""
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        pause, waited = 0.05, 0.0
-        while True:
-            try:
-                return await send()
-            except coredis.exceptions.ResponseError as exc:
-                raise VideoStoreError(f"the Redis video store refused: {exc}") from None
-            except _UNREACHABLE as exc:
-                if waited >= self._unreachable_timeout:
-                    raise VideoStoreError(f"the Redis video store is unreachable: {exc}") from None
-                if waited == 0.0:
-                    logger.warning("the Redis video store is unreachable (%s)", type(exc).__name__)
-                delay = pause * random.uniform(0.5, 1.0)
-                await anyio.sleep(delay)
-                waited += delay
-                pause = min(2.0, pause * 2)
+        return await retrying(
+            send,
+            unreachable_for=self._unreachable_timeout,
+            error=VideoStoreError,
+            what="the Redis video store",
+        )
 
     def _record(self, text: Any) -> VideoRecord:
         try:
