@@ -56,6 +56,11 @@ _FLOOR = 3
 _EARLY = 4
 # The most polls a video past its final poll may have had for more extra polls.
 _MAX_EXTRA = 12
+# The most extra polls a video spends before its final poll, however idle the budget: over
+# the prior's range they are ``target_delay`` apart (a video ends halfway on average, so
+# about eight requests in all), and a tier found slower than its prior spreads what it
+# has left over the range it is then thought to take, instead of spending it at once.
+_MAX_POLLS = 14
 # The share of overruns a first window spanning several windows is insured for.
 _INSURED_SHARE = 2.0 / 3.0
 # ... for this many videos of a tier, while none of the tier has ended: one that ends
@@ -181,12 +186,15 @@ def plan_next(
     allowance: int,
     typical: float | None = None,
     early: bool = False,
+    left: int | None = None,
 ) -> PollPlan:
     """When to poll ``task`` next.
 
     ``typical``: the longest duration seen so far, when it is below ``bounds``' ``hi``:
     extra polls are packed over ``(lo, typical)``, where most videos end, before the rest.
     ``early``: with idle budget, look once before ``lo`` (a probe of the tier's speed).
+    ``left``: the most extra polls the task may still spend; they are spread over what is
+    left of the range (from its last look), so a range that moved out keeps them for later.
     """
     lo, hi = bounds
     min_interval = policy.seconds(policy.min_interval)
@@ -218,6 +226,7 @@ def plan_next(
             policy.seconds(policy.target_delay),
             (task.anchor + end - start) / (allowance + (0 if early else 1)),
             0.1 * (now - task.anchor) if task.overdue else 0.0,
+            0.0 if left is None else (task.anchor + end - max(start, since)) / (left + 1),
         )
         grid = start + step
         if early and task.polls == 0:
@@ -302,15 +311,17 @@ class PollPlanner:
             ),
             typical=typical,
             early=self._probe(task, learned is None),
+            left=None if task.overdue else max(0, _MAX_POLLS - task.polls),
         )
 
     @staticmethod
     def _overdue_cap(task: Tracked, allowance: int) -> int:
-        # Idle budget buys latency, up to a point: a video past its final poll gets extra
-        # polls only while it has spent fewer than _MAX_EXTRA (its re-polls aside), spaced
-        # at least a tenth of its age apart (a late video is late; seconds matter less).
+        # Idle budget buys latency, up to a point: a video spends at most _MAX_POLLS extra
+        # polls before its final poll, and one past its final poll gets extra polls only
+        # while it has spent fewer than _MAX_EXTRA (its re-polls aside), spaced at least a
+        # tenth of its age apart (a late video is late; seconds matter less).
         if not task.overdue:
-            return allowance
+            return allowance  # (and _MAX_POLLS in all: plan_next's ``left``)
         return min(allowance, max(0, _MAX_EXTRA - task.polls))
 
     def _probe(self, task: Tracked, unlearned: bool) -> bool:

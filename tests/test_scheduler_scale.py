@@ -89,3 +89,33 @@ async def test_a_neighbour_spending_a_fifth_of_the_key_costs_at_most_three_429s(
 async def test_a_neighbour_spending_sixty_percent_and_never_backing_off() -> None:
     r = await run(Cell(100, 1, "priors", neighbour="60"))
     assert r.responses_429 <= 8, r
+
+
+async def test_slow_videos_on_an_idle_key_are_seen_within_a_minute_at_twelve_requests() -> None:
+    """Twenty videos of 6 to 10 minutes on 1,000/h, planned on 1 to 3: the running videos
+    reject the prior within its first quarter, and the polls left are spread over the
+    slower range (p95 was 330 s at 16.1 requests a video)."""
+    r = await run(Cell(1000, 0.02, "slow"))
+    assert r.delay_p95 <= 60.0, r
+    assert r.requests_per_video <= 12.0, r
+    assert r.responses_429 == 0, r
+
+
+def test_videos_running_past_what_the_prior_allows_reject_it() -> None:
+    from sora2_async import ModelTier
+    from sora2_async._durations import DurationModel
+    from sora2_async._planner import PollPolicy
+
+    tier = ModelTier.SORA2  # 60 to 180 s
+    model = DurationModel(PollPolicy())
+    for i in range(20):  # all twenty running at 90 s: (90/120)^20 < 1 %, were it right
+        model.observe_running(tier, f"v{i}", 90.0)
+    assert model.prior_rejected(tier)
+    assert model.bounds(tier)[1] >= 3 * 180.0
+    model.observe(tier, 150.0, key="v0")  # one ended within the prior: it may be right
+    assert not model.prior_rejected(tier)
+    assert model.bounds(tier)[1] < 3 * 180.0
+    few = DurationModel(PollPolicy())
+    for i in range(5):  # five at 90 s say little
+        few.observe_running(tier, f"v{i}", 90.0)
+    assert not few.prior_rejected(tier)
