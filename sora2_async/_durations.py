@@ -42,6 +42,9 @@ _PRIOR_SHARE = 0.12
 _FORGET = 0.1
 # Below this chance of what the running videos show, were the prior right, it is wrong.
 _REJECT = math.log(0.01)
+# What a video running past the prior's longest counts for (not 0: the prior may be a little
+# short, which the longest's own learning handles).
+_PAST = 0.05
 # How much slower than its prior a tier whose prior is wrong is taken to be, at first: the
 # prior's range times (lo, hi) of these. The provider's figures have been seen three times
 # too short; the longest gets a margin, since a video past it waits for a doubled horizon.
@@ -175,11 +178,8 @@ class DurationModel:
             return False
         log_chance = 0.0
         for age in running.values():
-            if age > lo:
-                survive = (hi - age) / (hi - lo)
-                if survive <= 0:
-                    return True
-                log_chance += math.log(survive)
+            if age > lo:  # past the longest counts as 1 in 20: one alone moves only the longest
+                log_chance += math.log(max(_PAST, (hi - age) / (hi - lo)))
         return log_chance < _REJECT
 
     def bounds(self, tier: Tier) -> tuple[float, float]:

@@ -119,3 +119,41 @@ def test_videos_running_past_what_the_prior_allows_reject_it() -> None:
     for i in range(5):  # five at 90 s say little
         few.observe_running(tier, f"v{i}", 90.0)
     assert not few.prior_rejected(tier)
+
+
+@pytest.mark.parametrize(("limit", "size"), [(300, 1), (1000, 1)])
+async def test_submissions_leave_earlier_promised_polls_their_slots(
+    limit: int, size: float
+) -> None:
+    """Bimodal videos (20-60 s or 5-9 min), a batch of one window: a submission checked only
+    at its own final poll's time took slots that earlier promised polls needed, and those
+    videos waited for the window (775 s and 1,041 s before)."""
+    r = await run(Cell(limit, size, "bimodal"))
+    assert r.delay_max <= 600.0, r
+    assert r.responses_429 == 0, r
+
+
+def test_a_promised_poll_due_sooner_is_checked_in_its_own_fuller_window() -> None:
+    from sora2_async._admission import PROMISE_SLIP, Contender, fits
+    from sora2_async._limits import RequestKind
+
+    class Window:  # ten entries leave at 100 s, the rest stay; one lease falls due at 50 s
+        now, limit, reserved, blocked_until, rises_at = 0.0, 19, 1, float("-inf"), float("inf")
+        used = 18
+        lease_dues: tuple[float, ...] = (50.0,)
+
+        def later(self, when: float) -> int:
+            return 18 if when < 100.0 else 8
+
+        def expiry(self, k: int) -> float | None:
+            return 100.0
+
+        def first_expiry_after(self, when: float) -> float | None:
+            return 100.0 if when < 100.0 else None
+
+    late = Contender(RequestKind.GENERATE, 0.0, promise=200.0)
+    # At 200 s there is room (8 + the lease + this one and its own), but at 50 s (and the
+    # slip after it) the lease would find 18 + this one + itself = 20 > 19: it must wait.
+    assert not fits(Window(), late)
+    Window.lease_dues = (100.0 - PROMISE_SLIP,)  # it may wait for the slot freed at 100 s
+    assert fits(Window(), late)
