@@ -139,6 +139,9 @@ class Demand:
     extra_polls_in_window: int = 0  #: extra polls spent on latency within the last window
     #: submissions a batch holds that have not asked the budget yet (they will need it)
     queued_submissions: int = 0
+    #: submissions a window is expected to see at the pace of those within the last one
+    #: (a window's worth at the rate between the first and the last of them)
+    expected_submissions: float = 0.0
 
 
 def extra_allowance(
@@ -164,9 +167,12 @@ def extra_allowance(
     if state.waiting_generates or state.waiting_polls:
         return 0
     submissions = max(1, demand.submissions_in_window)
-    needed = (2 + 1.5 * overrun_share) * (submissions + demand.queued_submissions)
+    # Videos arriving one by one are demand before they arrive: a stream that has just
+    # begun counts at its pace, not as the few seen so far.
+    coming = max(submissions, demand.expected_submissions)
+    needed = (2 + 1.5 * overrun_share) * (coming + demand.queued_submissions)
     for_extras = share * state.limit - max(needed, state.limit / 2)
-    per_video = 1.5 * for_extras / submissions
+    per_video = 1.5 * for_extras / coming  # (shared with the videos on their way too)
     # Extra polls only while the window keeps room for a re-poll of every video of it: a
     # video whose final poll finds it running needs one, and the window must have it then.
     room = share * state.limit - state.used - state.reserved - 1.5 * submissions

@@ -157,3 +157,34 @@ def test_a_promised_poll_due_sooner_is_checked_in_its_own_fuller_window() -> Non
     assert not fits(Window(), late)
     Window.lease_dues = (100.0 - PROMISE_SLIP,)  # it may wait for the slot freed at 100 s
     assert fits(Window(), late)
+
+
+async def test_a_stream_at_eighty_percent_of_the_key_is_planned_at_its_pace() -> None:
+    """Poisson arrivals at 80 % of what 100/h sustains: the first videos no longer spend the
+    window on extra polls that the ones to come need (2.105 requests a video before)."""
+    r = await run(Cell(100, 4, "priors", "poisson"))
+    assert r.requests_per_video <= 2.06, r
+    assert r.makespan_over_floor <= 1.05, r
+    assert r.responses_429 == 0, r
+
+
+def test_the_pace_of_a_stream_is_demand_before_it_arrives() -> None:
+    from sora2_async._limits import BudgetState
+    from sora2_async._planner import Demand, extra_allowance
+
+    state = BudgetState(
+        limit=100,
+        configured_limit=100,
+        window=3602.0,
+        used=12,
+        reserved=6,
+        waiting_polls=0,
+        waiting_generates=0,
+        next_free_in=0.0,
+        rate_limited=0,
+        blocked_for=0.0,
+    )
+    seen = Demand(submissions_in_window=6)
+    assert extra_allowance(state, seen, 0.95) > 0  # six videos: half the window is spare
+    paced = Demand(submissions_in_window=6, expected_submissions=40.0)
+    assert extra_allowance(state, paced, 0.95) == 0  # forty an hour need it all
