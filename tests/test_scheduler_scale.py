@@ -7,6 +7,8 @@ file stays fast; ``python -m benchmarks.grid`` runs the whole grid and reports t
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from benchmarks.grid import Cell, CellResult, measure
@@ -188,3 +190,28 @@ def test_the_pace_of_a_stream_is_demand_before_it_arrives() -> None:
     assert extra_allowance(state, seen, 0.95) > 0  # six videos: half the window is spare
     paced = Demand(submissions_in_window=6, expected_submissions=40.0)
     assert extra_allowance(state, paced, 0.95) == 0  # forty an hour need it all
+
+
+async def test_a_neighbour_that_never_backs_off_costs_a_few_429s_over_many_windows() -> None:
+    """100/h shared with a raw loop spending 60 % for good, ten windows of videos: probing
+    where the 429s came slows down after each (it cost 26 429s, one every other window)."""
+    r = await run(Cell(100, 10, "priors", neighbour="60"))
+    assert r.responses_429 <= 8, r
+    assert r.makespan_over_floor <= 1.05, r
+
+
+def test_probing_above_repeated_429s_slows_down_after_each() -> None:
+    from sora2_async._ceiling import Ceiling
+
+    window = 3600.0
+    ceiling = Ceiling(100, window)
+    refused: list[float] = []
+    t = 0.0
+    while len(refused) < 6:  # a neighbour holds 60 for good: we are refused at 41
+        if not refused or ceiling.at(t) >= 41:
+            ceiling.lower(t, ours=41, seen_for=window, retry_after=None)
+            refused.append(t)
+        t += window / 4
+    gaps = [b - a for a, b in itertools.pairwise(refused)]
+    assert all(b > a for a, b in itertools.pairwise(gaps[1:])), gaps
+    assert refused[-1] >= 20 * window, refused  # six 429s take a day, not six windows
