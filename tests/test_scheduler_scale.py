@@ -215,3 +215,10 @@ def test_probing_above_repeated_429s_slows_down_after_each() -> None:
     gaps = [b - a for a, b in itertools.pairwise(refused)]
     assert all(b > a for a, b in itertools.pairwise(gaps[1:])), gaps
     assert refused[-1] >= 20 * window, refused  # six 429s take a day, not six windows
+
+
+async def test_polls_due_together_near_a_shared_edge_go_one_at_a_time() -> None:
+    """Bursts of 60 videos on 300/h shared with a client spending a fifth of it: the first
+    429 stops the polls due with it (10 were refused at once before)."""
+    r = await run(Cell(300, 1, "bimodal", "bursts", neighbour="20"))
+    assert r.responses_429 <= 3, r
