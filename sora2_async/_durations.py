@@ -42,9 +42,6 @@ _PRIOR_SHARE = 0.12
 _FORGET = 0.1
 # Below this chance of what the running videos show, were the prior right, it is wrong.
 _REJECT = math.log(0.01)
-# What a video running past the prior's longest counts for (not 0: the prior may be a little
-# short, which the longest's own learning handles).
-_PAST = 0.05
 # How much slower than its prior a tier whose prior is wrong is taken to be, at first: the
 # prior's range times (lo, hi) of these. The provider's figures have been seen three times
 # too short; the longest gets a margin, since a video past it waits for a doubled horizon.
@@ -69,6 +66,7 @@ class DurationModel:
         self._share = _PRIOR_SHARE
         self._version = 0  # bumped by what moves prior_rejected (which caches on it)
         self._rejected: dict[Tier, tuple[int, bool]] = {}
+        self._wrong: set[Tier] = set()  # tiers whose prior was rejected (until one ends in it)
 
     def observe(self, tier: Tier, generation_time: float, *, key: str | None = None) -> None:
         """A video of ``tier`` took ``generation_time`` seconds of the API's time."""
@@ -170,17 +168,23 @@ class DurationModel:
         return rejected
 
     def _reject(self, tier: Tier) -> bool:
-        running = self._running.get(tier)
-        if not running:
-            return False
         lo, hi = self._prior(tier)
         if any(d <= hi for d in self._samples.get(tier, ())) or hi <= lo:
+            self._wrong.discard(tier)  # one ended within the prior: it may be right
             return False
+        if tier in self._wrong:
+            return True  # (the ages it was rejected at have passed the longest since)
+        # Only ages within the prior's range are evidence here: videos past its longest
+        # move the longest themselves (``bounds``), and finals of a budget that binds
+        # (no poll before the longest) say nothing of the shape.
         log_chance = 0.0
-        for age in running.values():
-            if age > lo:  # past the longest counts as 1 in 20: one alone moves only the longest
-                log_chance += math.log(max(_PAST, (hi - age) / (hi - lo)))
-        return log_chance < _REJECT
+        for age in self._running.get(tier, {}).values():
+            if lo < age < hi:
+                log_chance += math.log((hi - age) / (hi - lo))
+        if log_chance < _REJECT:
+            self._wrong.add(tier)
+            return True
+        return False
 
     def bounds(self, tier: Tier) -> tuple[float, float]:
         """``(lo, hi)``: the shortest and longest this tier is expected to take."""

@@ -222,3 +222,29 @@ async def test_polls_due_together_near_a_shared_edge_go_one_at_a_time() -> None:
     429 stops the polls due with it (10 were refused at once before)."""
     r = await run(Cell(300, 1, "bimodal", "bursts", neighbour="20"))
     assert r.responses_429 <= 3, r
+
+
+def test_final_polls_past_the_prior_do_not_reject_it_wholesale() -> None:
+    """Where the budget binds, the first polls are the finals, past the prior's longest:
+    they move the longest themselves. Had they also rejected the prior (and tripled it),
+    the horizon flapped as the learned range came and went (a video waited 2,728 s on
+    1,000 videos of 3 to 9 minutes at 1,000/h, ``python -m benchmarks.grid --limits 1000
+    --sizes 1 --durations long --arrivals batch --neighbours none``)."""
+    from sora2_async import ModelTier
+    from sora2_async._durations import DurationModel
+    from sora2_async._planner import PollPolicy
+
+    tier = ModelTier.SORA2
+    model = DurationModel(PollPolicy())
+    for i in range(50):
+        model.observe_running(tier, f"v{i}", 181.0)
+    assert not model.prior_rejected(tier)
+    slow = DurationModel(PollPolicy())
+    for i in range(20):  # seen running within the prior: rejected ...
+        slow.observe_running(tier, f"v{i}", 90.0)
+    assert slow.prior_rejected(tier)  # (the scheduler asks the bounds after each look)
+    for i in range(20):  # ... and it stays so once they are past its longest
+        slow.observe_running(tier, f"v{i}", 250.0)
+    assert slow.prior_rejected(tier)
+    slow.observe(tier, 400.0, key="v0")  # one ended, past the prior: still wrong
+    assert slow.prior_rejected(tier)
