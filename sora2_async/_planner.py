@@ -56,11 +56,6 @@ _FLOOR = 3
 _EARLY = 4
 # The most polls a video past its final poll may have had for more extra polls.
 _MAX_EXTRA = 12
-# The most extra polls a video spends before its final poll, however idle the budget: over
-# the prior's range they are ``target_delay`` apart (a video ends halfway on average, so
-# about eight requests in all), and a tier found slower than its prior spreads what it
-# has left over the range it is then thought to take, instead of spending it at once.
-_MAX_POLLS = 14
 # The share of overruns a first window spanning several windows is insured for.
 _INSURED_SHARE = 2.0 / 3.0
 # ... for this many videos of a tier, while none of the tier has ended: one that ends
@@ -87,6 +82,10 @@ class PollPolicy:
     buys little and costs requests. ``final_margin``: seconds after ``hi`` for the final poll.
     ``budget_share``: the part of the limit the planner counts on (the rest is slack).
     ``time_scale``: divide every duration by this (to match a simulator run faster).
+    ``max_extra_polls``: the most extra polls a video spends before its final poll, however
+    idle the budget (``None``: no bound). Over the prior's range 14 are ``target_delay``
+    apart (a video ends halfway, so about eight requests in all); a tier found slower than
+    its prior spreads what it has left over the range it is then thought to take.
     """
 
     min_interval: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
@@ -99,6 +98,7 @@ class PollPolicy:
         factory=lambda: dict(DEFAULT_PRIORS), validator=_check_priors
     )
     learn: bool = True
+    max_extra_polls: int | None = 14
     time_scale: float = attrs.field(default=1.0)
 
     @time_scale.validator
@@ -317,18 +317,22 @@ class PollPlanner:
             ),
             typical=typical,
             early=self._probe(task, learned is None),
-            left=None if task.overdue else max(0, _MAX_POLLS - task.polls),
+            left=self._left(task),
         )
 
     @staticmethod
     def _overdue_cap(task: Tracked, allowance: int) -> int:
-        # Idle budget buys latency, up to a point: a video spends at most _MAX_POLLS extra
+        # Idle budget buys latency, up to a point: a video spends at most max_extra_polls
         # polls before its final poll, and one past its final poll gets extra polls only
         # while it has spent fewer than _MAX_EXTRA (its re-polls aside), spaced at least a
         # tenth of its age apart (a late video is late; seconds matter less).
         if not task.overdue:
-            return allowance  # (and _MAX_POLLS in all: plan_next's ``left``)
+            return allowance  # (and max_extra_polls in all: plan_next's ``left``)
         return min(allowance, max(0, _MAX_EXTRA - task.polls))
+
+    def _left(self, task: Tracked) -> int | None:
+        most = self.policy.max_extra_polls
+        return None if task.overdue or most is None else max(0, most - task.polls)
 
     def _probe(self, task: Tracked, unlearned: bool) -> bool:
         if not unlearned:

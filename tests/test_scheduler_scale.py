@@ -248,3 +248,33 @@ def test_final_polls_past_the_prior_do_not_reject_it_wholesale() -> None:
     assert slow.prior_rejected(tier)
     slow.observe(tier, 400.0, key="v0")  # one ended, past the prior: still wrong
     assert slow.prior_rejected(tier)
+
+
+def test_extra_polls_are_bounded_per_video_unless_the_policy_lifts_the_bound() -> None:
+    from sora2_async import ModelTier, PollPolicy
+    from sora2_async._limits import BudgetState
+    from sora2_async._planner import Demand, PollPlanner, Tracked
+
+    week = 7 * 24 * 3600.0
+    idle = BudgetState(
+        limit=10**9,
+        configured_limit=10**9,
+        window=3602.0,
+        used=0,
+        reserved=1,
+        waiting_polls=0,
+        waiting_generates=0,
+        next_free_in=0.0,
+        rate_limited=0,
+        blocked_for=0.0,
+    )
+
+    def first_poll(policy: PollPolicy) -> float:
+        task = Tracked(ModelTier.SORA2, anchor=0.0, polls=1, last_poll=0.0)
+        return PollPlanner(policy).next_poll(task, 0.0, idle, Demand(1)).at
+
+    priors = {ModelTier.SORA2: (0.0, week)}
+    # 14 extra polls at most: spread over a week they are half a day apart ...
+    assert first_poll(PollPolicy(priors=priors)) > 3600.0
+    # ... unless lifted (benchmarks.throughput polls flat out)
+    assert first_poll(PollPolicy(priors=priors, max_extra_polls=None, target_delay=1.0)) < 10.0
