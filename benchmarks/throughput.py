@@ -48,6 +48,7 @@ FLAT_OUT = PollPolicy(
     min_interval=0.001,
     target_delay=0.001,
     priors={tier: (0.0, 7 * 24 * 3600.0) for tier in ModelTier},
+    max_extra_polls=None,  # (the default spreads 14 over the range: a week here)
 )
 #: A budget that never binds (the server's limit is lifted too).
 UNLIMITED = RateLimit(requests=10**9, per=3600.0)

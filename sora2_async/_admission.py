@@ -11,7 +11,7 @@ compare the two.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import attrs
@@ -19,6 +19,7 @@ import attrs
 from ._limits import RequestKind
 
 __all__ = [
+    "PROMISE_SLIP",
     "Contender",
     "Window",
     "decide",
@@ -28,6 +29,10 @@ __all__ = [
     "next_free_at",
     "serves_next",
 ]
+
+
+#: Seconds a promised poll due before a new submission's own may wait for its slot.
+PROMISE_SLIP = 30.0
 
 
 @attrs.frozen
@@ -68,6 +73,9 @@ class Window(Protocol):
     def first_expiry_after(self, when: float) -> float | None:
         """The first time later than ``when`` at which an answered entry leaves."""
 
+    # A store that knows when its leases fall due may also show them, ascending, as
+    # ``lease_dues`` (a sequence of times): ``fits`` then checks each of them (see there).
+
 
 def fits(window: Window, contender: Contender) -> bool:
     """Whether ``contender`` can go now, as far as the budget goes.
@@ -75,14 +83,31 @@ def fits(window: Window, contender: Contender) -> bool:
     A poll needs one slot: the promised ones are kept for polls. Anything else must leave
     every promised poll, and its own, a slot when they fall due (``promise`` seconds from
     now, at most): only what will still be in the window then is counted.
+
+    A promised poll due sooner than ``promise`` meets a fuller window (fewer entries have
+    left by then), so where a store shows its leases' due times (``lease_dues``), each
+    earlier one is checked at its own time too: the window then, this request, and the
+    polls promised by then. Without that, a submission could take the slot an earlier
+    promised poll needs, and that video would wait for the window to free (up to an hour).
+    An earlier poll may wait up to ``PROMISE_SLIP`` seconds for its slot, so that a
+    window that frees as fast as it fills (a bulk batch) keeps its pace.
     """
     if window.now < window.blocked_until or window.used + 1 > window.limit:
         return False
     if contender.kind is RequestKind.POLL:
         return True
     own = 0 if contender.promise is None else 1
-    later = window.later(window.now + (contender.promise or 0.0))
-    return later + window.reserved + 1 + own <= window.limit
+    horizon = window.now + (contender.promise or 0.0)
+    later = window.later(horizon)
+    if later + window.reserved + 1 + own > window.limit:
+        return False
+    dues: Sequence[float] | None = getattr(window, "lease_dues", None)
+    for due_by, due in enumerate(dues or (), start=1):
+        if due >= horizon:
+            break
+        if window.later(max(window.now, due) + PROMISE_SLIP) + due_by + 1 > window.limit:
+            return False
+    return True
 
 
 def serves_next(

@@ -62,7 +62,16 @@ def capped_retry_after(retry_after: float | None, window: float) -> float | None
 class _View:
     """The memory store as an ``_admission.Window`` at one instant."""
 
-    __slots__ = ("_store", "blocked_until", "limit", "now", "reserved", "rises_at", "used")
+    __slots__ = (
+        "_dues",
+        "_store",
+        "blocked_until",
+        "limit",
+        "now",
+        "reserved",
+        "rises_at",
+        "used",
+    )
 
     def __init__(self, store: SlidingWindowLimiter, now: float) -> None:
         self._store = store
@@ -72,6 +81,15 @@ class _View:
         self.reserved = store._live_leases(now)
         self.blocked_until = store._blocked_until
         self.rises_at = store._ceiling.next_rise(now)
+        self._dues: list[float] | None = None
+
+    @property
+    def lease_dues(self) -> list[float]:
+        """When the live leases fall due, ascending (made when first asked: few views are)."""
+        if self._dues is None:
+            leases = self._store._leases.values() if self.reserved else ()
+            self._dues = sorted(lease.due for lease in leases)
+        return self._dues
 
     def later(self, when: float) -> int:
         return len(self._store._in_flight) + self._store._log.count_after(when)

@@ -9,8 +9,11 @@ limit (a key that was busy for a while is not starved for days), one slot at a t
 
 It learns from repeated 429s: doubling stops short of the limit that was in force when the
 last 429 came (a neighbour that never backs off was there, and doubling back to it would
-only buy the next 429 a window later); from there it probes one slot a window. The level is
-kept in memory only: a shared store rebuilds a ceiling from ``lowered`` and starts afresh.
+only buy the next 429 a window later); from there it probes one slot a window, and after
+each further repeated 429 half as often (every 2, 4, 8 ... windows): a neighbour that never
+backs off costs a 429 each time we probe where it is, so a run of many windows pays a few
+429s in all rather than one every other window. The level is kept in memory only: a shared
+store rebuilds a ceiling from ``lowered`` and starts afresh.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ __all__ = ["Ceiling"]
 class Ceiling:
     """The highest number of requests the budget lets into one window now."""
 
-    __slots__ = ("_configured", "_failed", "_lowered_at", "_lowered_to", "_window")
+    __slots__ = ("_configured", "_failed", "_lowered_at", "_lowered_to", "_repeats", "_window")
 
     def __init__(
         self,
@@ -38,6 +41,7 @@ class Ceiling:
         self._lowered_to = configured if lowered_to is None else lowered_to
         self._lowered_at = lowered_at
         self._failed = configured  # the limit in force when the last 429 came
+        self._repeats = 0  # repeated 429s since the last long quiet
 
     @property
     def lowered(self) -> tuple[int, float]:
@@ -65,11 +69,18 @@ class Ceiling:
             return self._configured
         # Doubling goes no further than just below where the last repeated 429 came.
         cap = self._configured if self._failed >= self._configured else max(1, self._failed - 1)
+        # Probing above where the repeated 429s came: a slot every 2**(repeats - 1) windows.
+        every = 1 << min(max(0, self._repeats - 1), 16)
+        probes = 0
         for _ in range(self._windows_since(now)):
             if 2 * value <= self._configured and value < cap:
                 value = min(cap, 2 * value)
+            elif value < cap:
+                value += 1
             else:
-                value = min(self._configured, value + 1)
+                probes += 1
+                if probes % every == 0:
+                    value = min(self._configured, value + 1)
             if value == self._configured:
                 break
         return value
@@ -91,12 +102,16 @@ class Ceiling:
         """
         current = self.at(now)
         since = now - self._lowered_at
-        if self._window / 120 < since < 4 * self._window:
+        # A quiet as long as four rounds of probing at the pace in force ends the learning.
+        quiet = 4 * self._window * (1 << min(max(0, self._repeats - 1), 16))
+        if self._window / 120 < since < quiet:
             # Again, and not the same burst of answers: someone holds that much of the key
             # for good; we had ``ours`` in the window when it came.
             self._failed = min(current, ours)
-        elif since >= 4 * self._window:
+            self._repeats += 1
+        elif since >= quiet:
             self._failed = self._configured  # long quiet: start afresh
+            self._repeats = 0
         if retry_after is not None:
             lowered = current - 1
         else:

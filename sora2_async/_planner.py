@@ -82,6 +82,10 @@ class PollPolicy:
     buys little and costs requests. ``final_margin``: seconds after ``hi`` for the final poll.
     ``budget_share``: the part of the limit the planner counts on (the rest is slack).
     ``time_scale``: divide every duration by this (to match a simulator run faster).
+    ``max_extra_polls``: the most extra polls a video spends before its final poll, however
+    idle the budget (``None``: no bound). Over the prior's range 14 are ``target_delay``
+    apart (a video ends halfway, so about eight requests in all); a tier found slower than
+    its prior spreads what it has left over the range it is then thought to take.
     """
 
     min_interval: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
@@ -94,6 +98,7 @@ class PollPolicy:
         factory=lambda: dict(DEFAULT_PRIORS), validator=_check_priors
     )
     learn: bool = True
+    max_extra_polls: int | None = 14
     time_scale: float = attrs.field(default=1.0)
 
     @time_scale.validator
@@ -134,6 +139,9 @@ class Demand:
     extra_polls_in_window: int = 0  #: extra polls spent on latency within the last window
     #: submissions a batch holds that have not asked the budget yet (they will need it)
     queued_submissions: int = 0
+    #: submissions a window is expected to see at the pace of those within the last one
+    #: (a window's worth at the rate between the first and the last of them)
+    expected_submissions: float = 0.0
 
 
 def extra_allowance(
@@ -159,9 +167,12 @@ def extra_allowance(
     if state.waiting_generates or state.waiting_polls:
         return 0
     submissions = max(1, demand.submissions_in_window)
-    needed = (2 + 1.5 * overrun_share) * (submissions + demand.queued_submissions)
+    # Videos arriving one by one are demand before they arrive: a stream that has just
+    # begun counts at its pace, not as the few seen so far.
+    coming = max(submissions, demand.expected_submissions)
+    needed = (2 + 1.5 * overrun_share) * (coming + demand.queued_submissions)
     for_extras = share * state.limit - max(needed, state.limit / 2)
-    per_video = 1.5 * for_extras / submissions
+    per_video = 1.5 * for_extras / coming  # (shared with the videos on their way too)
     # Extra polls only while the window keeps room for a re-poll of every video of it: a
     # video whose final poll finds it running needs one, and the window must have it then.
     room = share * state.limit - state.used - state.reserved - 1.5 * submissions
@@ -181,12 +192,15 @@ def plan_next(
     allowance: int,
     typical: float | None = None,
     early: bool = False,
+    left: int | None = None,
 ) -> PollPlan:
     """When to poll ``task`` next.
 
     ``typical``: the longest duration seen so far, when it is below ``bounds``' ``hi``:
     extra polls are packed over ``(lo, typical)``, where most videos end, before the rest.
     ``early``: with idle budget, look once before ``lo`` (a probe of the tier's speed).
+    ``left``: the most extra polls the task may still spend; they are spread over what is
+    left of the range (from its last look), so a range that moved out keeps them for later.
     """
     lo, hi = bounds
     min_interval = policy.seconds(policy.min_interval)
@@ -218,6 +232,7 @@ def plan_next(
             policy.seconds(policy.target_delay),
             (task.anchor + end - start) / (allowance + (0 if early else 1)),
             0.1 * (now - task.anchor) if task.overdue else 0.0,
+            0.0 if left is None else (task.anchor + end - max(start, since)) / (left + 1),
         )
         grid = start + step
         if early and task.polls == 0:
@@ -302,16 +317,22 @@ class PollPlanner:
             ),
             typical=typical,
             early=self._probe(task, learned is None),
+            left=self._left(task),
         )
 
     @staticmethod
     def _overdue_cap(task: Tracked, allowance: int) -> int:
-        # Idle budget buys latency, up to a point: a video past its final poll gets extra
-        # polls only while it has spent fewer than _MAX_EXTRA (its re-polls aside), spaced
-        # at least a tenth of its age apart (a late video is late; seconds matter less).
+        # Idle budget buys latency, up to a point: a video spends at most max_extra_polls
+        # polls before its final poll, and one past its final poll gets extra polls only
+        # while it has spent fewer than _MAX_EXTRA (its re-polls aside), spaced at least a
+        # tenth of its age apart (a late video is late; seconds matter less).
         if not task.overdue:
-            return allowance
+            return allowance  # (and max_extra_polls in all: plan_next's ``left``)
         return min(allowance, max(0, _MAX_EXTRA - task.polls))
+
+    def _left(self, task: Tracked) -> int | None:
+        most = self.policy.max_extra_polls
+        return None if task.overdue or most is None else max(0, most - task.polls)
 
     def _probe(self, task: Tracked, unlearned: bool) -> bool:
         if not unlearned:

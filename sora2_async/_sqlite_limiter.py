@@ -67,6 +67,20 @@ class _View:
                 "SELECT coalesce(sum(leases), 0) FROM owners WHERE alive_until > ?", (now,)
             ).fetchone()[0]
         )
+        self._dues: list[float] | None = None
+
+    @property
+    def lease_dues(self) -> list[float]:
+        """When the live leases of every owner fall due, ascending (asked only by a
+        submission's admission, inside its transaction)."""
+        if self._dues is None:
+            rows = self._db.execute(
+                "SELECT leases.due FROM leases JOIN owners ON owners.id = leases.owner"
+                " WHERE owners.alive_until > ? ORDER BY leases.due",
+                (self.now,),
+            )
+            self._dues = [float(row[0]) for row in rows]
+        return self._dues
 
     def later(self, when: float) -> int:
         query = "SELECT count(*) FROM entries WHERE until > ?"

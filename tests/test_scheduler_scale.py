@@ -7,6 +7,8 @@ file stays fast; ``python -m benchmarks.grid`` runs the whole grid and reports t
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from benchmarks.grid import Cell, CellResult, measure
@@ -89,3 +91,190 @@ async def test_a_neighbour_spending_a_fifth_of_the_key_costs_at_most_three_429s(
 async def test_a_neighbour_spending_sixty_percent_and_never_backing_off() -> None:
     r = await run(Cell(100, 1, "priors", neighbour="60"))
     assert r.responses_429 <= 8, r
+
+
+async def test_slow_videos_on_an_idle_key_are_seen_within_a_minute_at_twelve_requests() -> None:
+    """Twenty videos of 6 to 10 minutes on 1,000/h, planned on 1 to 3: the running videos
+    reject the prior within its first quarter, and the polls left are spread over the
+    slower range (p95 was 330 s at 16.1 requests a video)."""
+    r = await run(Cell(1000, 0.02, "slow"))
+    assert r.delay_p95 <= 60.0, r
+    assert r.requests_per_video <= 12.0, r
+    assert r.responses_429 == 0, r
+
+
+def test_videos_running_past_what_the_prior_allows_reject_it() -> None:
+    from sora2_async import ModelTier
+    from sora2_async._durations import DurationModel
+    from sora2_async._planner import PollPolicy
+
+    tier = ModelTier.SORA2  # 60 to 180 s
+    model = DurationModel(PollPolicy())
+    for i in range(20):  # all twenty running at 90 s: (90/120)^20 < 1 %, were it right
+        model.observe_running(tier, f"v{i}", 90.0)
+    assert model.prior_rejected(tier)
+    assert model.bounds(tier)[1] >= 3 * 180.0
+    model.observe(tier, 150.0, key="v0")  # one ended within the prior: it may be right
+    assert not model.prior_rejected(tier)
+    assert model.bounds(tier)[1] < 3 * 180.0
+    few = DurationModel(PollPolicy())
+    for i in range(5):  # five at 90 s say little
+        few.observe_running(tier, f"v{i}", 90.0)
+    assert not few.prior_rejected(tier)
+
+
+@pytest.mark.parametrize(("limit", "size"), [(300, 1), (1000, 1)])
+async def test_submissions_leave_earlier_promised_polls_their_slots(
+    limit: int, size: float
+) -> None:
+    """Bimodal videos (20-60 s or 5-9 min), a batch of one window: a submission checked only
+    at its own final poll's time took slots that earlier promised polls needed, and those
+    videos waited for the window (775 s and 1,041 s before)."""
+    r = await run(Cell(limit, size, "bimodal"))
+    assert r.delay_max <= 600.0, r
+    assert r.responses_429 == 0, r
+
+
+def test_a_promised_poll_due_sooner_is_checked_in_its_own_fuller_window() -> None:
+    from sora2_async._admission import PROMISE_SLIP, Contender, fits
+    from sora2_async._limits import RequestKind
+
+    class Window:  # ten entries leave at 100 s, the rest stay; one lease falls due at 50 s
+        now, limit, reserved, blocked_until, rises_at = 0.0, 19, 1, float("-inf"), float("inf")
+        used = 18
+        lease_dues: tuple[float, ...] = (50.0,)
+
+        def later(self, when: float) -> int:
+            return 18 if when < 100.0 else 8
+
+        def expiry(self, k: int) -> float | None:
+            return 100.0
+
+        def first_expiry_after(self, when: float) -> float | None:
+            return 100.0 if when < 100.0 else None
+
+    late = Contender(RequestKind.GENERATE, 0.0, promise=200.0)
+    # At 200 s there is room (8 + the lease + this one and its own), but at 50 s (and the
+    # slip after it) the lease would find 18 + this one + itself = 20 > 19: it must wait.
+    assert not fits(Window(), late)
+    Window.lease_dues = (100.0 - PROMISE_SLIP,)  # it may wait for the slot freed at 100 s
+    assert fits(Window(), late)
+
+
+async def test_a_stream_at_eighty_percent_of_the_key_is_planned_at_its_pace() -> None:
+    """Poisson arrivals at 80 % of what 100/h sustains: the first videos no longer spend the
+    window on extra polls that the ones to come need (2.105 requests a video before)."""
+    r = await run(Cell(100, 4, "priors", "poisson"))
+    assert r.requests_per_video <= 2.06, r
+    assert r.makespan_over_floor <= 1.05, r
+    assert r.responses_429 == 0, r
+
+
+def test_the_pace_of_a_stream_is_demand_before_it_arrives() -> None:
+    from sora2_async._limits import BudgetState
+    from sora2_async._planner import Demand, extra_allowance
+
+    state = BudgetState(
+        limit=100,
+        configured_limit=100,
+        window=3602.0,
+        used=12,
+        reserved=6,
+        waiting_polls=0,
+        waiting_generates=0,
+        next_free_in=0.0,
+        rate_limited=0,
+        blocked_for=0.0,
+    )
+    seen = Demand(submissions_in_window=6)
+    assert extra_allowance(state, seen, 0.95) > 0  # six videos: half the window is spare
+    paced = Demand(submissions_in_window=6, expected_submissions=40.0)
+    assert extra_allowance(state, paced, 0.95) == 0  # forty an hour need it all
+
+
+async def test_a_neighbour_that_never_backs_off_costs_a_few_429s_over_many_windows() -> None:
+    """100/h shared with a raw loop spending 60 % for good, ten windows of videos: probing
+    where the 429s came slows down after each (it cost 26 429s, one every other window)."""
+    r = await run(Cell(100, 10, "priors", neighbour="60"))
+    assert r.responses_429 <= 8, r
+    assert r.makespan_over_floor <= 1.05, r
+
+
+def test_probing_above_repeated_429s_slows_down_after_each() -> None:
+    from sora2_async._ceiling import Ceiling
+
+    window = 3600.0
+    ceiling = Ceiling(100, window)
+    refused: list[float] = []
+    t = 0.0
+    while len(refused) < 6:  # a neighbour holds 60 for good: we are refused at 41
+        if not refused or ceiling.at(t) >= 41:
+            ceiling.lower(t, ours=41, seen_for=window, retry_after=None)
+            refused.append(t)
+        t += window / 4
+    gaps = [b - a for a, b in itertools.pairwise(refused)]
+    assert all(b > a for a, b in itertools.pairwise(gaps[1:])), gaps
+    assert refused[-1] >= 20 * window, refused  # six 429s take a day, not six windows
+
+
+async def test_polls_due_together_near_a_shared_edge_go_one_at_a_time() -> None:
+    """Bursts of 60 videos on 300/h shared with a client spending a fifth of it: the first
+    429 stops the polls due with it (10 were refused at once before)."""
+    r = await run(Cell(300, 1, "bimodal", "bursts", neighbour="20"))
+    assert r.responses_429 <= 3, r
+
+
+def test_final_polls_past_the_prior_do_not_reject_it_wholesale() -> None:
+    """Where the budget binds, the first polls are the finals, past the prior's longest:
+    they move the longest themselves. Had they also rejected the prior (and tripled it),
+    the horizon flapped as the learned range came and went (a video waited 2,728 s on
+    1,000 videos of 3 to 9 minutes at 1,000/h, ``python -m benchmarks.grid --limits 1000
+    --sizes 1 --durations long --arrivals batch --neighbours none``)."""
+    from sora2_async import ModelTier
+    from sora2_async._durations import DurationModel
+    from sora2_async._planner import PollPolicy
+
+    tier = ModelTier.SORA2
+    model = DurationModel(PollPolicy())
+    for i in range(50):
+        model.observe_running(tier, f"v{i}", 181.0)
+    assert not model.prior_rejected(tier)
+    slow = DurationModel(PollPolicy())
+    for i in range(20):  # seen running within the prior: rejected ...
+        slow.observe_running(tier, f"v{i}", 90.0)
+    assert slow.prior_rejected(tier)  # (the scheduler asks the bounds after each look)
+    for i in range(20):  # ... and it stays so once they are past its longest
+        slow.observe_running(tier, f"v{i}", 250.0)
+    assert slow.prior_rejected(tier)
+    slow.observe(tier, 400.0, key="v0")  # one ended, past the prior: still wrong
+    assert slow.prior_rejected(tier)
+
+
+def test_extra_polls_are_bounded_per_video_unless_the_policy_lifts_the_bound() -> None:
+    from sora2_async import ModelTier, PollPolicy
+    from sora2_async._limits import BudgetState
+    from sora2_async._planner import Demand, PollPlanner, Tracked
+
+    week = 7 * 24 * 3600.0
+    idle = BudgetState(
+        limit=10**9,
+        configured_limit=10**9,
+        window=3602.0,
+        used=0,
+        reserved=1,
+        waiting_polls=0,
+        waiting_generates=0,
+        next_free_in=0.0,
+        rate_limited=0,
+        blocked_for=0.0,
+    )
+
+    def first_poll(policy: PollPolicy) -> float:
+        task = Tracked(ModelTier.SORA2, anchor=0.0, polls=1, last_poll=0.0)
+        return PollPlanner(policy).next_poll(task, 0.0, idle, Demand(1)).at
+
+    priors = {ModelTier.SORA2: (0.0, week)}
+    # 14 extra polls at most: spread over a week they are half a day apart ...
+    assert first_poll(PollPolicy(priors=priors)) > 3600.0
+    # ... unless lifted (benchmarks.throughput polls flat out)
+    assert first_poll(PollPolicy(priors=priors, max_extra_polls=None, target_delay=1.0)) < 10.0
