@@ -10,7 +10,7 @@ limit (a key that was busy for a while is not starved for days), one slot at a t
 It learns from repeated 429s: doubling stops short of the limit that was in force when the
 last 429 came (a neighbour that never backs off was there, and doubling back to it would
 only buy the next 429 a window later); from there it probes one slot a window, and after
-each further repeated 429 half as often (every 2, 4, 8 ... windows): a neighbour that never
+each further repeated 429 half as often (every 2, 4, 8, then 16 windows): a neighbour that never
 backs off costs a 429 each time we probe where it is, so a run of many windows pays a few
 429s in all rather than one every other window. The level is kept in memory only: a shared
 store rebuilds a ceiling from ``lowered`` and starts afresh.
@@ -21,6 +21,10 @@ from __future__ import annotations
 import math
 
 __all__ = ["Ceiling"]
+
+# Probing slows down to a slot every 2**4 = 16 windows at most, and four such rounds of quiet
+# end the learning: a neighbour that left is noticed in bounded time (it was 2**16 windows).
+_MAX_DOUBLINGS = 4
 
 
 class Ceiling:
@@ -70,9 +74,11 @@ class Ceiling:
         # Doubling goes no further than just below where the last repeated 429 came.
         cap = self._configured if self._failed >= self._configured else max(1, self._failed - 1)
         # Probing above where the repeated 429s came: a slot every 2**(repeats - 1) windows.
-        every = 1 << min(max(0, self._repeats - 1), 16)
+        every = 1 << min(max(0, self._repeats - 1), _MAX_DOUBLINGS)
         probes = 0
-        for _ in range(self._windows_since(now)):
+        for windows in range(1, self._windows_since(now) + 1):
+            if windows >= 4 * every:  # the quiet that ends the learning (as ``lower`` has it)
+                cap = self._configured
             if 2 * value <= self._configured and value < cap:
                 value = min(cap, 2 * value)
             elif value < cap:
@@ -103,7 +109,7 @@ class Ceiling:
         current = self.at(now)
         since = now - self._lowered_at
         # A quiet as long as four rounds of probing at the pace in force ends the learning.
-        quiet = 4 * self._window * (1 << min(max(0, self._repeats - 1), 16))
+        quiet = 4 * self._window * (1 << min(max(0, self._repeats - 1), _MAX_DOUBLINGS))
         if self._window / 120 < since < quiet:
             # Again, and not the same burst of answers: someone holds that much of the key
             # for good; we had ``ours`` in the window when it came.

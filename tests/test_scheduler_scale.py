@@ -278,3 +278,18 @@ def test_extra_polls_are_bounded_per_video_unless_the_policy_lifts_the_bound() -
     assert first_poll(PollPolicy(priors=priors)) > 3600.0
     # ... unless lifted (benchmarks.throughput polls flat out)
     assert first_poll(PollPolicy(priors=priors, max_extra_polls=None, target_delay=1.0)) < 10.0
+
+
+def test_the_ceiling_recovers_in_bounded_time_after_many_repeated_429s() -> None:
+    """However many 429s came in a row, once they stop the ceiling climbs back to the limit
+    within a bounded number of windows (a neighbour that left is noticed)."""
+    from sora2_async._ceiling import Ceiling
+
+    window = 3600.0
+    ceiling = Ceiling(100, window)
+    t = 0.0
+    for _ in range(30):  # a neighbour holds 60 for a long time: refused at 41, again and again
+        ceiling.lower(t, ours=41, seen_for=window, retry_after=None)
+        t += window / 2
+    # It left. Four rounds at the slowest pace (16 windows a slot), then doubling: < 80 windows.
+    assert ceiling.at(t + 80 * window) == 100
