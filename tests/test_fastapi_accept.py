@@ -239,6 +239,10 @@ async def test_a_batch_is_taken_at_once_and_reported_from_any_worker(workers: Wo
         assert again.batch_id != batch.batch_id
         await workers.until_done(two, [v.id for v in batch.videos + again.videos if v.id])
         seen = await two.batch(batch.batch_id)
+        for worker in (one, two):  # nothing is kept of the videos once they ended
+            assert worker.running == 0
+            assert worker._worker._tasks == {}
+            assert worker._worker._progress_written == {}
         assert await one.batch("nope") is None
         with pytest.raises(ValueError, match="at least one"):
             await one.accept_batch([])

@@ -95,6 +95,7 @@ class VideoWorker:
         self._claim_limit = claim_limit
         self._scopes: dict[str, anyio.CancelScope] = {}  # record id -> its work
         self._tasks: dict[str, str] = {}  # task id -> record id (progress events)
+        self._progress_written: dict[str, str] = {}  # record id -> the stage it shows
         self._unfinished: set[str] = set()  # held, not ended: released on the way out
         self._group: anyio.abc.TaskGroup | None = None
         self._progress_in, self._progress = anyio.create_memory_object_stream[tuple[str, str]](
@@ -175,7 +176,7 @@ class VideoWorker:
                 self._progress_in.send_nowait((video_id, status.progress))
 
     async def _write_progress(self, progress: MemoryObjectReceiveStream[tuple[str, str]]) -> None:
-        written: dict[str, str] = {}
+        written = self._progress_written
         async for video_id, stage in progress:
             if written.get(video_id) != stage and video_id in self._scopes:
                 written[video_id] = stage
@@ -198,8 +199,6 @@ class VideoWorker:
             logger.exception("working on video %s failed", record.id)
         finally:
             self._scopes.pop(record.id, None)
-            if record.task_id is not None:
-                self._tasks.pop(record.task_id, None)
 
     async def _advance(self, record: VideoRecord) -> None:
         if record.state == "submitting":  # its sender died (or stalled) with the generate out
@@ -224,7 +223,11 @@ class VideoWorker:
             age = max(0.0, time.time() - record.submitted_at)
             task = Task(record.task_id, record.request, anyio.current_time() - age)
         self._tasks[task.task_id] = record.id
-        await self._finish(record.id, await self._client._follow(task))
+        try:
+            await self._finish(record.id, await self._client._follow(task))
+        finally:
+            self._tasks.pop(task.task_id, None)
+            self._progress_written.pop(record.id, None)
 
     async def _submit(self, record: VideoRecord) -> Task | None:
         try:
