@@ -11,12 +11,13 @@ front sleeps before it looks again anyway.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -132,7 +133,7 @@ class QueuedLimiter:
             self._drop_gone()
             if self._polls or self._submissions:
                 return None
-        permit = await self._serially(self._try_extra(kind))
+        permit = await self._serially(functools.partial(self._try_extra, kind))
         return None if permit is None else _Immediate(self, permit)
 
     def _snapshot(
@@ -182,11 +183,13 @@ class QueuedLimiter:
         """The request's answer arrived (or it failed): it counts a window from now."""
         raise NotImplementedError
 
-    async def _serially(self, question: Awaitable[T]) -> T:
+    async def _serially(self, question: Callable[[], Awaitable[T]]) -> T:
+        # The question is asked (its coroutine made) only once the lock is held: one made
+        # before and cancelled while it waits would never be awaited.
         if self._serial is None:
-            return await question
+            return await question()
         async with self._serial:
-            return await question
+            return await question()
 
     def _permit_id(self) -> str:
         return f"{self._owner}-{next(self._ids)}"
@@ -221,7 +224,7 @@ class QueuedLimiter:
         # Even a free slot is no reason to go on for a task already cancelled.
         await anyio.lowlevel.checkpoint_if_cancelled()
         if not self._fronts():
-            got = await self._serially(self._attempt(me, []))
+            got = await self._serially(functools.partial(self._attempt, me, []))
             if isinstance(got, Permit):
                 return got
         waiter = _Waiter(me)
@@ -237,7 +240,7 @@ class QueuedLimiter:
                     # A fresh event before asking: a change while a store answers (a stamp,
                     # a release) must wake this waiter, not be lost with the old event.
                     waiter.event = anyio.Event()
-                    got = await self._serially(self._attempt(me, rivals))
+                    got = await self._serially(functools.partial(self._attempt, me, rivals))
                     if isinstance(got, Permit):
                         admitted = waiter.gone = True
                         return got
