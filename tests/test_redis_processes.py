@@ -165,6 +165,9 @@ async def test_a_process_whose_clock_is_ten_minutes_off_changes_nothing(
     order = [name for name, _, _ in sorted(stamps, key=lambda s: s[1])]
     assert order.index("poll") < order.index("submission")
     # No rolling second ever held more than 4 (each counted from admission to answer + 1 s).
+    # The stamps here are taken after the store recorded each answer, a round trip late
+    # (milliseconds on a busy machine): an answer counts until 1 s after it, less that slack.
+    slack = 0.01
     for _, start, _ in stamps:
-        held = [s for s in stamps if s[1] <= start + 1e-3 and s[2] + 1.0 > start + 1e-3]
+        held = [s for s in stamps if s[1] <= start + 1e-3 and s[2] + 1.0 - slack > start]
         assert len(held) <= 4
