@@ -10,18 +10,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import time
 import traceback
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import anyio
 import httpx
 import respx
 
 from sora2_async import Sora2Client
+
+MakerT = TypeVar("MakerT")
+
+
+@contextlib.asynccontextmanager
+async def store_makers(
+    kind: str, request: Any, make: Callable[[Any], MakerT]
+) -> AsyncIterator[MakerT]:
+    """``make(redis)``, closed (``aclose``) when the block ends: ``redis`` is a coredis client
+    on the session's real ``redis-server`` for the ``redis`` kind, ``None`` for the others."""
+    async with contextlib.AsyncExitStack() as stack:
+        redis = None
+        if kind == "redis":
+            import coredis
+
+            server = request.getfixturevalue("redis_server")
+            client = coredis.Redis.from_url(server.url, decode_responses=False)
+            redis = await stack.enter_async_context(client)
+        made = make(redis)
+        try:
+            yield made
+        finally:
+            await made.aclose()
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ import anyio
 import pytest
 
 from sora2_async import SQLiteJournal
+from tests.helpers import store_makers
 from tests.limiter_helpers import held_clock
 
 JOURNAL_KINDS = ["memory", "sqlite", "redis"]
@@ -85,19 +86,5 @@ async def journals_of(
     kind: str, request: pytest.FixtureRequest, directory: Path
 ) -> AsyncIterator[Journals]:
     """:class:`Journals` of ``kind``, on the session's ``redis-server`` for ``redis``."""
-    if kind != "redis":
-        journals = Journals(kind, directory)
-        try:
-            yield journals
-        finally:
-            await journals.aclose()
-        return
-    import coredis
-
-    server = request.getfixturevalue("redis_server")
-    async with coredis.Redis.from_url(server.url, decode_responses=False) as client:
-        journals = Journals(kind, directory, redis=client)
-        try:
-            yield journals
-        finally:
-            await journals.aclose()
+    async with store_makers(kind, request, lambda redis: Journals(kind, directory, redis)) as made:
+        yield made

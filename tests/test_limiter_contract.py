@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sora2_async._budget import BudgetState, Lease, Limiter, Permit, RateLimit
+from tests.helpers import store_makers
 from tests.limiter_helpers import (
     EPS,
     EXTRA,
@@ -50,22 +51,12 @@ async def store(
 ) -> AsyncIterator[Stores]:
     """Makes limiters of one kind; every one is closed when the test ends. Redis ones use a
     real ``redis-server`` (one namespace per limiter) and the test's virtual clock."""
-    if store_kind != "redis":
-        stores = Stores(store_kind, tmp_path)
-        try:
-            yield stores
-        finally:
-            await stores.aclose()
-        return
-    import coredis
 
-    server = request.getfixturevalue("redis_server")
-    async with coredis.Redis.from_url(server.url, decode_responses=False) as client:
-        stores = Stores(store_kind, tmp_path, redis=client)
-        try:
-            yield stores
-        finally:
-            await stores.aclose()
+    def make(redis: Any) -> Stores:
+        return Stores(store_kind, tmp_path, redis=redis)
+
+    async with store_makers(store_kind, request, make) as made:
+        yield made
 
 
 # -- the window ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from sora2_async.fastapi import MemoryVideoStore, SQLiteVideoStore
+from tests.helpers import store_makers
 
 STORE_KINDS = ["memory", "sqlite", "redis"]
 
@@ -90,19 +91,5 @@ async def stores_of(
     kind: str, request: pytest.FixtureRequest, directory: Path
 ) -> AsyncIterator[Stores]:
     """:class:`Stores` of ``kind`` (on the session's ``redis-server`` for ``redis``)."""
-    if kind != "redis":
-        stores = Stores(kind, directory)
-        try:
-            yield stores
-        finally:
-            await stores.aclose()
-        return
-    import coredis
-
-    server = request.getfixturevalue("redis_server")
-    async with coredis.Redis.from_url(server.url, decode_responses=False) as client:
-        stores = Stores(kind, directory, redis=client)
-        try:
-            yield stores
-        finally:
-            await stores.aclose()
+    async with store_makers(kind, request, lambda redis: Stores(kind, directory, redis)) as made:
+        yield made

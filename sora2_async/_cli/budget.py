@@ -13,9 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
-
-import attrs
 
 from .._budget import RateLimit
 from .._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
@@ -23,6 +20,7 @@ from .._errors import BudgetStoreError
 from .._fingerprint import key_fingerprint
 from .._limits import Limiter
 from .._sqlite_limiter import SQLiteLimiter
+from .._state import REDIS_URL_ENV, budget_path, budget_timings
 
 __all__ = [
     "MEMORY",
@@ -35,8 +33,6 @@ __all__ = [
 ]
 
 MEMORY = "memory"
-APP_NAME = "sora2-async"
-REDIS_URL_ENV = "NANOPHOTO_REDIS_URL"
 
 
 def add_budget_option(parser: argparse.ArgumentParser) -> None:
@@ -53,14 +49,6 @@ def add_budget_option(parser: argparse.ArgumentParser) -> None:
         help=f"keep the budget, and a batch's journal, in Redis, shared by every host "
         f"(default: ${REDIS_URL_ENV}; needs the 'redis' extra)",
     )
-
-
-def budget_path(api_key: str, base_url: str) -> Path:
-    """The default store file of a key: ``<state dir>/budget-<fingerprint>.sqlite``."""
-    import platformdirs
-
-    folder = Path(platformdirs.user_state_dir(APP_NAME, appauthor=False))
-    return folder / f"budget-{key_fingerprint(api_key, base_url)}.sqlite"
 
 
 def redis_url_of(args: argparse.Namespace) -> str | None:
@@ -81,16 +69,7 @@ def open_budget(args: argparse.Namespace) -> Limiter | None:
     choice = getattr(args, "budget", None)
     if choice == MEMORY:
         return None
-    scale: float = args.time_scale
-    rate_limit = RateLimit(args.rate_limit)
-    timings: dict[str, Any] = {
-        "rate_limit": attrs.evolve(rate_limit, per=rate_limit.per / scale),
-        "margin": 2.0 / scale,
-        "lease_ttl": max(2.0, 60.0 / scale),
-        # A request's entry counts from admission until a window after its answer would come
-        # at the latest: compressed time keeps that short, as the simulator answers at once.
-        "flight_ttl": max(5.0, 120.0 / scale),
-    }
+    timings = budget_timings(RateLimit(args.rate_limit), args.time_scale)
     redis_url = redis_url_of(args)
     if redis_url and not choice:
         try:

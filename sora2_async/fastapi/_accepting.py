@@ -29,6 +29,18 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+def _batch_view(batch: BatchRecord, records: list[VideoRecord]) -> BatchView:
+    videos = [view_of_record(record) for record in records]
+    rejected = [v.error or "" for v in videos if v.state == "error" and v.task_id is None]
+    return BatchView(
+        batch_id=batch.id,
+        total=len(batch.video_ids),
+        done=all(video.done for video in videos),
+        videos=videos,
+        rejected=rejected,
+    )
+
+
 class Accepting:
     """What :class:`Sora2Service` does with its store (see the service for the lifecycle)."""
 
@@ -109,9 +121,7 @@ class Accepting:
             raise VideoStoreError(f"the batch of Idempotency-Key {idempotency_key!r} is gone")
         for record in found[1]:
             self._take_if_ours(record)
-        view = await self.batch(created.id)
-        assert view is not None  # read a moment ago; batches are forgotten only by age
-        return view
+        return _batch_view(*found)
 
     def _take_if_ours(self, record: VideoRecord) -> None:
         # A create whose answer was lost and which was sent again (Redis) finds its own
@@ -135,18 +145,7 @@ class Accepting:
             VideoStoreError: the store could not be read.
         """
         found = await self._store.batch(batch_id)
-        if found is None:
-            return None
-        batch, records = found
-        videos = [view_of_record(record) for record in records]
-        rejected = [v.error or "" for v in videos if v.state == "error" and v.task_id is None]
-        return BatchView(
-            batch_id=batch.id,
-            total=len(batch.video_ids),
-            done=all(video.done for video in videos),
-            videos=videos,
-            rejected=rejected,
-        )
+        return None if found is None else _batch_view(*found)
 
     async def video_sse(
         self,

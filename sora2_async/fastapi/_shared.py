@@ -13,23 +13,18 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import attrs
 
 from .._budget import RateLimit
 from .._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
-from .._fingerprint import key_fingerprint
 from .._limits import Limiter
 from .._sqlite_limiter import SQLiteLimiter
+from .._state import REDIS_URL_ENV, budget_path, budget_timings, state_folder, videos_path
 from .._video_records import VideoStore
 from ._sqlite_store import SQLiteVideoStore
 
-__all__ = ["REDIS_URL_ENV", "SharedStores", "open_shared_stores"]
-
-#: The environment variable that names the Redis server shared by every host.
-REDIS_URL_ENV = "NANOPHOTO_REDIS_URL"
-_APP_NAME = "sora2-async"  # the state folder's name (platformdirs), as the command's
+__all__ = ["SharedStores", "open_shared_stores"]
 
 
 @attrs.frozen
@@ -70,12 +65,7 @@ async def open_shared_stores(
     rate_limit = rate_limit or RateLimit()
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
     base = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    timings: dict[str, Any] = {
-        "rate_limit": attrs.evolve(rate_limit, per=rate_limit.per / time_scale),
-        "margin": 2.0 / time_scale,
-        "lease_ttl": max(2.0, 60.0 / time_scale),
-        "flight_ttl": max(5.0, 120.0 / time_scale),
-    }
+    timings = budget_timings(rate_limit, time_scale)
     # Not below 5 s however fast the simulator runs: a worker stalled a moment (a busy
     # machine, a slow disk) must not lose its videos to another one.
     video_ttl = max(5.0, lease_ttl / time_scale)
@@ -92,18 +82,11 @@ async def open_shared_stores(
             )
             where = "redis"
         else:
-            folder = Path(state_dir) if state_dir is not None else _state_folder()
-            fingerprint = key_fingerprint(key, base)
-            budget = SQLiteLimiter(folder / f"budget-{fingerprint}.sqlite", **timings)
+            folder = Path(state_dir) if state_dir is not None else state_folder()
+            budget = SQLiteLimiter(budget_path(key, base, folder), **timings)
             stack.push_async_callback(budget.aclose)
             videos = await stack.enter_async_context(
-                SQLiteVideoStore(folder / f"videos-{fingerprint}.sqlite", lease_ttl=video_ttl)
+                SQLiteVideoStore(videos_path(key, base, folder), lease_ttl=video_ttl)
             )
             where = str(folder)
         yield SharedStores(budget, videos, where)
-
-
-def _state_folder() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir(_APP_NAME, appauthor=False))
