@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ._errors import Sora2Error
 from ._journal_codec import COLUMNS
+from ._sqlite_file import execute_unlocked
 
 __all__ = [
     "META_SCHEMA",
@@ -97,7 +98,7 @@ def open_journal_db(path: Path) -> sqlite3.Connection:
     try:
         if existed:
             _check(db, path)
-        db.execute("PRAGMA journal_mode=WAL")
+        execute_unlocked(db, "PRAGMA journal_mode=WAL", 5.0)  # see execute_unlocked
         db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
         db.execute("PRAGMA busy_timeout=5000")
         db.execute(SCHEMA)

@@ -8,7 +8,9 @@ once: the schema goes in under ``BEGIN IMMEDIATE``, and an empty database is one
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import attrs
 
 from ._errors import BudgetStoreError
 
-__all__ = ["BUDGET", "FileKind", "open_owned", "open_store"]
+__all__ = ["BUDGET", "FileKind", "execute_unlocked", "open_owned", "open_store"]
 
 
 @attrs.frozen
@@ -80,7 +82,7 @@ def open_owned(path: Path, kind: FileKind, busy_timeout: float) -> sqlite3.Conne
     try:
         if existed:
             _check_ours(db, path, kind)
-        db.execute("PRAGMA journal_mode = WAL")
+        execute_unlocked(db, "PRAGMA journal_mode = WAL", busy_timeout)
         db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable against a killed process
         db.execute("BEGIN IMMEDIATE")
         (application_id,) = db.execute("PRAGMA application_id").fetchone()
@@ -102,7 +104,43 @@ def open_owned(path: Path, kind: FileKind, busy_timeout: float) -> sqlite3.Conne
     return db
 
 
+def execute_unlocked(db: sqlite3.Connection, statement: str, timeout: float) -> None:
+    """Run ``statement``, trying again for up to ``timeout`` seconds while the file is locked.
+
+    For the statements whose lock SQLite's busy handler waits for badly or not at all:
+    ``BEGIN IMMEDIATE`` (the handler backs off to 100 ms sleeps; several workers writing
+    small transactions wait less, and more fairly, with short jittered tries) and switching
+    a new file to WAL (answered "database is locked" at once while another process holds a
+    lock on it: the workers of a first ``uvicorn --workers 4`` start all make the file).
+    A blocking wait, like the busy handler's own.
+
+    Raises:
+        sqlite3.OperationalError: still locked after ``timeout``, or another failure.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute(statement)
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or (
+                time.monotonic() >= deadline
+            ):
+                raise
+        time.sleep(random.uniform(0.0005, 0.003))
+
+
 def _check_ours(db: sqlite3.Connection, path: Path, kind: FileKind) -> None:
+    # One read transaction, one snapshot: read apart, a file that another process finished
+    # making in between would look half-made (no mark, yet tables), that is foreign.
+    db.execute("BEGIN")
+    try:
+        _check_snapshot(db, path, kind)
+    finally:
+        db.execute("COMMIT")
+
+
+def _check_snapshot(db: sqlite3.Connection, path: Path, kind: FileKind) -> None:
     (application_id,) = db.execute("PRAGMA application_id").fetchone()
     if application_id == 0 and not db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
         return  # an empty database: another process is making the store this very moment

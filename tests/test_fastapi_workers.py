@@ -266,7 +266,7 @@ async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
             http, "POST", "/videos", json=body, headers={"Idempotency-Key": f"key-{i}"}
         )
         slowest = max(slowest, time.monotonic() - started)
-        assert response.status_code == 202, response.text
+        assert response.status_code == 202, f"{response.text}\n{deployment.output()}"
         ids[i].append(response.json()["id"])
         takers[i].append(response.headers["x-worker"])
 

@@ -348,30 +348,3 @@ async def test_in_a_worker_thread_in_real_time(tmp_path: Path) -> None:
         assert lim.last_state == state
     finally:
         await lim.aclose()
-
-
-def test_processes_that_make_one_new_store_at_once_all_open_it(tmp_path: Path) -> None:
-    """Eight processes open a store file that does not exist yet, at the same moment: one
-    makes it, the others wait their turn and open it (none takes it for a foreign file)."""
-    import subprocess
-    import sys
-    import time
-
-    path = tmp_path / "new" / "budget.sqlite"
-    start = time.time() + 1.0
-    code = (
-        "import sys, time; from sora2_async import SQLiteLimiter; "
-        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); SQLiteLimiter(sys.argv[1])"
-    )
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(path), repr(start)], stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(8)
-    ]
-    errors = []
-    for child in children:
-        _, err = child.communicate(timeout=60)
-        if child.returncode:
-            errors.append(err)
-    assert errors == []

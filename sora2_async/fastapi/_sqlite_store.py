@@ -10,7 +10,6 @@ worker of one host shares it.
 from __future__ import annotations
 
 import json
-import random
 import sqlite3
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 
-from .._sqlite_file import FileKind, open_owned
+from .._sqlite_file import FileKind, execute_unlocked, open_owned
 from .._video_records import (
     FIELDS,
     BatchRecord,
@@ -318,20 +317,8 @@ class SQLiteVideoStore:
         return await self._run(atomic, write=True)
 
     def _begin(self, db: sqlite3.Connection) -> None:
-        # One writer at a time, across processes. SQLite's own busy handler backs off to
-        # 100 ms sleeps under contention; several workers writing small transactions wait
-        # less, and more fairly, with short jittered tries of our own.
-        deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(random.uniform(0.0005, 0.003))
+        # One writer at a time, across processes, waited for with short tries of our own.
+        execute_unlocked(db, "BEGIN IMMEDIATE", self._busy_timeout)
 
     async def _run(self, work: Callable[[sqlite3.Connection], R], *, write: bool = False) -> R:
         use = "write" if write else "read"
