@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sora2_async._admission import PROMISE_SLIP
 from sora2_async._budget import BudgetState, Lease, Limiter, Permit, RateLimit
 from tests.helpers import store_makers
 from tests.limiter_helpers import (
@@ -436,6 +437,40 @@ async def test_a_promising_submission_goes_as_soon_as_its_poll_would_fit(store: 
     # At 10, 10 + 50 < 100: the promised poll would not fit. From 50 on, it would.
     admitted = await run.request("generate", GENERATE, promise=50.0, at=10.0)
     assert admitted == near(50.0)
+
+
+async def test_a_submission_leaves_every_earlier_promised_poll_its_slot(store: Stores) -> None:
+    lim = store.make(limit=4, per=100.0, lease_ttl=1000.0)  # the other owner lives throughout
+    run = Run(lim)
+    await run.request("a")
+    await run.request("b")  # both leave at 100
+    # Two videos of another owner sharing the store have their final polls due at 10 and 20.
+    await Run(store.other_owner(lim)).promises(1, due_in=10.0)
+    await Run(store.other_owner(lim)).promises(1, due_in=20.0)
+    # At its own poll's time (200) the submission would fit: 0 + 2 promised + 1 + 1 <= 4.
+    # But the poll due at 20 (given PROMISE_SLIP, to 50, for its slot) would then find a, b,
+    # the poll due before it and this submission: 2 + 2 + 1 > 4. So it waits.
+    with anyio.move_on_after(50.0):
+        await run.request("late", GENERATE, promise=200.0)
+    assert "late" not in run.admitted
+    # From 70 on, an overdue poll asked at now + PROMISE_SLIP finds a and b gone.
+    assert await run.request("later", GENERATE, promise=200.0, at=75.0) == near(75.0)
+
+
+async def test_an_earlier_promised_poll_may_wait_promise_slip_for_its_slot(store: Stores) -> None:
+    lim = store.make(limit=3, per=100.0)
+    run = Run(lim)
+    await run.request("a")
+    await run.request("b")  # both leave at 100
+    # Due before 100 - PROMISE_SLIP, the poll would find a, b and the submission: 2 + 1 + 1 > 3.
+    lease = (await run.promises(1, due_in=100.0 - PROMISE_SLIP - 1.0))[0]
+    with anyio.move_on_after(1.0):
+        await run.request("early", GENERATE, promise=200.0)
+    assert "early" not in run.admitted
+    await lim.release(lease)
+    # Due later, it may wait for the slot that a and b free at 100.
+    await run.promises(1, due_in=100.0 - PROMISE_SLIP + 1.0)
+    assert await run.request("late", GENERATE, promise=200.0) == near(1.0)
 
 
 async def test_only_a_generate_may_promise_and_extra_polls_never_wait(store: Stores) -> None:

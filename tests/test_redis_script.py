@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sora2_async import Lease, Permit, RateLimit, RequestKind, SQLiteLimiter
@@ -27,14 +27,16 @@ pytestmark = pytest.mark.anyio
 POLL, GENERATE = RequestKind.POLL, RequestKind.GENERATE
 
 kinds = st.sampled_from([POLL, GENERATE])
-promises = st.one_of(st.none(), st.floats(0.0, 30.0))
+# Up to beyond a window and PROMISE_SLIP: a lease due before a submission's own poll is then
+# checked at its own time (the window fuller then), as the rule says.
+promises = st.one_of(st.none(), st.floats(0.0, 120.0))
 operation = st.one_of(
     st.tuples(
         st.just("attempt"), kinds, promises, st.lists(st.tuples(kinds, st.floats(0, 50)))
     ).filter(lambda op: op[1] is GENERATE or op[2] is None),
     st.tuples(st.just("extra")),
     st.tuples(st.just("stamp"), st.booleans(), st.one_of(st.none(), st.floats(0.0, 40.0))),
-    st.tuples(st.just("promise"), st.floats(0.0, 30.0)),
+    st.tuples(st.just("promise"), st.floats(0.0, 120.0)),
     st.tuples(st.just("release")),
     st.tuples(st.just("wait"), st.floats(0.0, 25.0)),
     # many answered polls in a moment, the last maybe refused: a full window, then a 429
@@ -82,6 +84,14 @@ def state_of(lim: Any) -> tuple[object, ...]:
     max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+# A poll promised for 5 s finds the two polls of the burst, and the submission that would fit
+# at its own horizon (100 s) would take its slot: it waits (2 + 1 + 1 > 3).
+@example(
+    limit=3,
+    per=60.0,
+    starve_after=40.0,
+    ops=[("burst", 2, False), ("promise", 5.0), ("attempt", GENERATE, 100.0, [])],
 )
 @given(
     limit=st.integers(1, 14),

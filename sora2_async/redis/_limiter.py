@@ -32,7 +32,7 @@ import attrs
 import coredis
 import coredis.exceptions
 
-from .._admission import Contender
+from .._admission import PROMISE_SLIP, Contender
 from .._errors import BudgetStoreError
 from .._limits import BudgetState, Lease, Permit, RateLimit, RequestKind
 from .._queue import QueuedLimiter
@@ -42,7 +42,7 @@ __all__ = ["RedisLimiter"]
 logger = logging.getLogger("sora2_async")
 
 _SCRIPT = resources.files(__package__).joinpath("admission.lua").read_text(encoding="utf-8")
-_KEYS = ("entries", "inflight", "owners", "counts", "leases", "fronts", "ceiling", "epoch")
+_KEYS = ("entries", "inflight", "owners", "counts", "leases", "fronts", "ceiling", "epoch", "dues")
 # A connection refused, reset or timed out; a server still loading its data after a restart.
 _UNREACHABLE = (
     coredis.exceptions.ConnectionError,
@@ -129,7 +129,7 @@ class RedisLimiter(QueuedLimiter):
         self._synced = server_clock is not None
         self._epoch = ""
         self._mine: dict[str, tuple[float, bool]] = {}  # permit id -> (until, answered)
-        self._my_leases: set[str] = set()
+        self._my_leases: dict[str, float] = {}  # lease id -> due, on the server's clock
         self._renewed_at = -math.inf
         self._closed = False
         self._unreachable_since: float | None = None
@@ -214,14 +214,15 @@ class RedisLimiter(QueuedLimiter):
 
     async def promise(self, due_in: float) -> Lease:
         """Promise a final poll due in ``due_in`` seconds; never waits."""
-        lease = Lease(f"{self._owner}-l{next(self._ids)}", self._now() + max(0.0, due_in))
-        await self._call("promise", lease.id)
-        self._my_leases.add(lease.id)
+        lease_id, due_in = f"{self._owner}-l{next(self._ids)}", max(0.0, due_in)
+        _, _, now = await self._call("promise", lease_id, _arg(due_in))
+        lease = Lease(lease_id, now + due_in)  # as the store has it
+        self._my_leases[lease.id] = lease.due
         return lease
 
     async def release(self, lease: Lease) -> None:
         """Give back a promised poll (twice is harmless)."""
-        self._my_leases.discard(lease.id)
+        self._my_leases.pop(lease.id, None)
         if not self._closed:
             await self._call("release", lease.id)
         self._wake_fronts()
@@ -258,7 +259,7 @@ class RedisLimiter(QueuedLimiter):
             self._mine[permit_id] = (now + self._flight_ttl + self._window, False)
             if me.promise is not None:
                 permit.lease = Lease(lease_id, now + me.promise)
-                self._my_leases.add(lease_id)
+                self._my_leases[lease_id] = permit.lease.due
             return permit
         return _float(detail) + random.uniform(0.0, self._jitter)
 
@@ -315,7 +316,7 @@ class RedisLimiter(QueuedLimiter):
         now = "" if self._server_clock is None else _arg(self._server_clock())
         head = [op, self._owner, now, str(self._rate_limit.requests), _arg(self._window)]
         head += [_arg(self._flight_ttl), _arg(self._lease_ttl), _arg(self._starve_after)]
-        head += [_arg(self._front_ttl), self._epoch]
+        head += [_arg(self._front_ttl), self._epoch, _arg(PROMISE_SLIP)]
         try:
             reply: Any = await self._script(keys=self._keys, args=[*head, *args])
         except coredis.exceptions.ResponseError as exc:
@@ -335,7 +336,9 @@ class RedisLimiter(QueuedLimiter):
         args = [str(len(live))]
         for permit_id, until, answered in live:
             args += [permit_id, _arg(until), "1" if answered else "0"]
-        args += [str(len(self._my_leases)), *sorted(self._my_leases)]
+        args.append(str(len(self._my_leases)))
+        for lease_id, due in sorted(self._my_leases.items()):
+            args += [lease_id, _arg(due)]
         self._epoch = ""  # adopt the new epoch with this call
         reply = await self._run("restore", args)
         self._read(reply)

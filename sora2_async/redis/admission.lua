@@ -14,8 +14,11 @@
 --   6 fronts    HASH  owner|kind -> since|promise|alive until (waiting queue fronts)
 --   7 ceiling   HASH  lowered_to, lowered_at, blocked_until, rate_limited
 --   8 epoch     STRING the store's identity: gone after a restart that lost the data
+--   9 dues      ZSET  lease id -> when its poll falls due (the same leases as 5, by due, so
+--                     that a submission reads only the ones due before its own)
 -- ARGV: 1 op, 2 owner, 3 now ('' = the server's TIME), 4 configured limit, 5 window,
---       6 flight ttl, 7 lease ttl, 8 starve after, 9 front ttl, 10 known epoch, 11.. op args
+--       6 flight ttl, 7 lease ttl, 8 starve after, 9 front ttl, 10 known epoch,
+--       11 promise slip (_admission.PROMISE_SLIP), 12.. op args
 
 local EPS = 1e-6
 local INF = math.huge
@@ -36,8 +39,10 @@ local lease_ttl = tonumber(ARGV[7])
 local starve_after = tonumber(ARGV[8])
 local front_ttl = tonumber(ARGV[9])
 local known_epoch = ARGV[10]
+local promise_slip = tonumber(ARGV[11])
 local K_ENTRIES, K_INFLIGHT, K_OWNERS, K_COUNTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_LEASES, K_FRONTS, K_CEILING, K_EPOCH = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_DUES = KEYS[9]
 
 local function fmt(x)
   if x == INF then return '+inf' end
@@ -125,8 +130,14 @@ for i = 1, #front_data, 2 do
   end
 end
 
+-- a lease is in both K_LEASES and K_DUES; every place that ends one ends it in both
+local function forget_lease(id)
+  redis.call('HDEL', K_LEASES, id)
+  redis.call('ZREM', K_DUES, id)
+end
+
 local gone = now - window - lease_ttl  -- long dead: their leases are no more
-local dead = {}
+local dead, living = {}, {[owner] = true}  -- living: the owners whose leases count now
 local owner_data = redis.call('HGETALL', K_OWNERS)
 for i = 1, #owner_data, 2 do
   local who, alive = owner_data[i], tonumber(owner_data[i + 1])
@@ -134,12 +145,14 @@ for i = 1, #owner_data, 2 do
     dead[who] = true
     redis.call('HDEL', K_OWNERS, who)
     redis.call('HDEL', K_COUNTS, who)
+  elseif alive > now then
+    living[who] = true
   end
 end
 if next(dead) ~= nil then
   local lease_data = redis.call('HGETALL', K_LEASES)
   for i = 1, #lease_data, 2 do
-    if dead[lease_data[i + 1]] then redis.call('HDEL', K_LEASES, lease_data[i]) end
+    if dead[lease_data[i + 1]] then forget_lease(lease_data[i]) end
   end
 end
 redis.call('HSET', K_OWNERS, owner, fmt(now + lease_ttl))  -- this owner lives
@@ -188,7 +201,26 @@ local function fits(kind, promise)
   if kind == POLL then return true end
   local own = 0
   if promise ~= nil then own = 1 end
-  return later(now + (promise or 0)) + reserved + 1 + own <= limit
+  local horizon = now + (promise or 0)
+  if later(horizon) + reserved + 1 + own > limit then return false end
+  -- A promised poll due before the horizon meets a fuller window: each is checked at its own
+  -- due time (it may wait promise_slip for its slot), with this request and the polls due by
+  -- then (the loop over lease_dues in _admission.fits). A lease without a due (the previous
+  -- version of this script kept none) counts as due at the horizon or later, as it did then.
+  local due_by = 0
+  local dues = redis.call('ZRANGEBYSCORE', K_DUES, '-inf', '(' .. fmt(horizon), 'WITHSCORES')
+  for i = 1, #dues, 2 do
+    local who = redis.call('HGET', K_LEASES, dues[i])
+    if not who then  -- ended by the previous version of this script (it left the due)
+      redis.call('ZREM', K_DUES, dues[i])
+    elseif living[who] then
+      due_by = due_by + 1
+      if later(math.max(now, num(dues[i + 1])) + promise_slip) + due_by + 1 > limit then
+        return false
+      end
+    end
+  end
+  return true
 end
 
 -- contenders: {kind, since, promise}; the first is "me"
@@ -247,14 +279,17 @@ end
 
 -- The operation ----------------------------------------------------------------------------
 
+local function add_lease(id, due)
+  redis.call('HSET', K_LEASES, id, owner)
+  redis.call('ZADD', K_DUES, fmt(due), id)
+  redis.call('HINCRBY', K_COUNTS, owner, 1)
+end
+
 local function admit(permit_id, promise, lease_id)
   redis.call('ZADD', K_ENTRIES, fmt(now + flight_ttl + window), permit_id)
   redis.call('SADD', K_INFLIGHT, permit_id)
   used = used + 1
-  if promise ~= nil then
-    redis.call('HSET', K_LEASES, lease_id, owner)
-    redis.call('HINCRBY', K_COUNTS, owner, 1)
-  end
+  if promise ~= nil then add_lease(lease_id, now + promise) end
 end
 
 local function forget_front(kind, since)
@@ -269,19 +304,19 @@ local result = {'', ''}
 if reset == 1 and op ~= 'restore' and op ~= 'close' then
   result = {'reset', ''}  -- the owner writes back what it knows, then asks again
 elseif op == 'attempt' then
-  -- 11 kind, 12 since, 13 promise, 14 permit id, 15 lease id, 16 n rivals, then triples
-  local me = {tonumber(ARGV[11]), tonumber(ARGV[12]), num(ARGV[13], nil)}
+  -- 12 kind, 13 since, 14 promise, 15 permit id, 16 lease id, 17 n rivals, then triples
+  local me = {tonumber(ARGV[12]), tonumber(ARGV[13]), num(ARGV[14], nil)}
   local contenders = {me}
-  local n = tonumber(ARGV[16])
+  local n = tonumber(ARGV[17])
   for i = 0, n - 1 do
-    local base = 17 + 3 * i
+    local base = 18 + 3 * i
     table.insert(contenders, {tonumber(ARGV[base]), tonumber(ARGV[base + 1]), num(ARGV[base + 2], nil)})
   end
   for _, f in ipairs(fronts) do table.insert(contenders, f) end
   local again = decide(me, contenders)
   if again == nil then
     forget_front(me[1], me[2])
-    admit(ARGV[14], me[3], ARGV[15])
+    admit(ARGV[15], me[3], ARGV[16])
     result = {'admitted', ''}
   else
     local promise = ''
@@ -291,21 +326,21 @@ elseif op == 'attempt' then
     result = {'wait', fmt(again)}
   end
 elseif op == 'extra' then
-  -- 11 permit id
+  -- 12 permit id
   if #fronts == 0 and fits(EXTRA, nil) then
-    admit(ARGV[11], nil, '')
+    admit(ARGV[12], nil, '')
     result = {'admitted', ''}
   else
     result = {'refused', ''}
   end
 elseif op == 'leave' then
-  forget_front(tonumber(ARGV[11]), tonumber(ARGV[12]))
+  forget_front(tonumber(ARGV[12]), tonumber(ARGV[13]))
 elseif op == 'stamp' then
-  -- 11 permit id, 12 rate limited (0/1), 13 retry after ('' = none)
-  local id = ARGV[11]
+  -- 12 permit id, 13 rate limited (0/1), 14 retry after ('' = none)
+  local id = ARGV[12]
   if redis.call('SREM', K_INFLIGHT, id) == 1 then
     redis.call('ZADD', K_ENTRIES, 'XX', fmt(now + window), id)
-    if ARGV[12] == '1' then
+    if ARGV[13] == '1' then
       -- the oldest answered entry: how long our log has been watching the key
       local oldest = nil
       local rank = 0
@@ -320,7 +355,7 @@ elseif op == 'stamp' then
       local seen_for = 0
       if oldest ~= nil then seen_for = now - (oldest - window) end
       local ours = later(now)
-      local retry_after = num(ARGV[13], nil)
+      local retry_after = num(ARGV[14], nil)
       local current = ceiling_at(now)
       local lowered
       if retry_after ~= nil then
@@ -341,42 +376,40 @@ elseif op == 'stamp' then
     end
   end
 elseif op == 'promise' then
-  -- 11 lease id
-  redis.call('HSET', K_LEASES, ARGV[11], owner)
-  redis.call('HINCRBY', K_COUNTS, owner, 1)
+  -- 12 lease id, 13 due in (seconds from now, on this clock)
+  add_lease(ARGV[12], now + num(ARGV[13]))
 elseif op == 'release' then
-  -- 11 lease id
-  local who = redis.call('HGET', K_LEASES, ARGV[11])
+  -- 12 lease id
+  local who = redis.call('HGET', K_LEASES, ARGV[12])
+  forget_lease(ARGV[12])
   if who then
-    redis.call('HDEL', K_LEASES, ARGV[11])
     local left = redis.call('HINCRBY', K_COUNTS, who, -1)
     if left < 0 then redis.call('HSET', K_COUNTS, who, 0) end
   end
 elseif op == 'restore' then
-  -- after a restart that lost the data: 11 n entries, then (id, until, answered) triples,
-  -- then n leases ids
-  local n = tonumber(ARGV[11])
+  -- after a restart that lost the data: 12 n entries, then (id, until, answered) triples,
+  -- then n leases, then (id, due) pairs
+  local n = tonumber(ARGV[12])
   for i = 0, n - 1 do
-    local base = 12 + 3 * i
+    local base = 13 + 3 * i
     local id, until_, answered = ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2]
     if until_ > now then
       redis.call('ZADD', K_ENTRIES, fmt(math.min(until_, cap)), id)
       if answered == '0' then redis.call('SADD', K_INFLIGHT, id) end
     end
   end
-  local m = 12 + 3 * n
+  local m = 13 + 3 * n
   local leases_n = tonumber(ARGV[m])
-  for i = 1, leases_n do
-    if redis.call('HSETNX', K_LEASES, ARGV[m + i], owner) == 1 then
-      redis.call('HINCRBY', K_COUNTS, owner, 1)
-    end
+  for i = 0, leases_n - 1 do
+    local id = ARGV[m + 1 + 2 * i]
+    if redis.call('HEXISTS', K_LEASES, id) == 0 then add_lease(id, num(ARGV[m + 2 + 2 * i])) end
   end
   used = later(now)
   reset = 0
 elseif op == 'close' then
   local lease_data = redis.call('HGETALL', K_LEASES)
   for i = 1, #lease_data, 2 do
-    if lease_data[i + 1] == owner then redis.call('HDEL', K_LEASES, lease_data[i]) end
+    if lease_data[i + 1] == owner then forget_lease(lease_data[i]) end
   end
   redis.call('HDEL', K_COUNTS, owner)
   redis.call('HDEL', K_OWNERS, owner)
