@@ -195,3 +195,53 @@ async def test_the_script_decides_as_the_python_rule(
     finally:
         await model.aclose()
         await script.aclose()
+
+
+async def test_leases_written_by_the_script_that_kept_no_dues_count_as_due_at_the_horizon(
+    redis_client: Any,
+) -> None:
+    """A namespace of the previous script (leases without a due time) works on: such a lease
+    is checked at the submission's own horizon only, as it was."""
+    import uuid
+
+    from sora2_async.redis import RedisLimiter
+
+    clock = Clock()
+    namespace = f"old-{uuid.uuid4().hex}"
+
+    def key(name: str) -> str:
+        return f"{{sora2:{namespace}}}:{name}"
+
+    # What the previous script left: a living owner with one lease, and no dues.
+    await redis_client.hset(key("owners"), {"old": repr(clock.now + 1e6)})
+    await redis_client.hset(key("counts"), {"old": "1"})
+    await redis_client.hset(key("leases"), {"old-l1": "old"})
+    # A due whose lease that script ended (it removed only the hash's field).
+    await redis_client.zadd(key("dues"), {"ended-l1": clock.now + 1.0})
+    lim = RedisLimiter(
+        redis_client,
+        namespace=namespace,
+        rate_limit=RateLimit(3, per=60.0),
+        margin=0.0,
+        lease_ttl=1e6,
+        jitter=0.0,
+        server_clock=clock,
+    )
+    try:
+        for _ in range(2):  # two polls answered now: they leave at 60
+            permit = await lim._attempt(Contender(POLL, clock.now), [])
+            assert isinstance(permit, Permit)
+            await lim._stamp(permit)
+        # Due at 100 or later, the old lease leaves this submission its slot: 0 + 1 + 1 + 1.
+        got = await lim._attempt(Contender(GENERATE, clock.now, 100.0), [])
+        assert isinstance(got, Permit)
+        assert got.lease is not None
+        assert (await lim.snapshot()).reserved == 2
+        assert list(await redis_client.zrange(key("dues"), 0, -1)) == [got.lease.id.encode()]
+        await lim.release(got.lease)
+        assert await redis_client.zcard(key("dues")) == 0
+        await lim.promise(5.0)
+    finally:
+        await lim.aclose()
+    assert await redis_client.zcard(key("dues")) == 0  # closing ended its leases in both
+    assert list(await redis_client.hkeys(key("leases"))) == [b"old-l1"]
