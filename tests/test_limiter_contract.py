@@ -1,4 +1,4 @@
-"""The limiter contract: every store (memory, SQLite, Redis) admits by one rule, on asyncio and trio.
+"""The limiter contract: every store (memory, SQLite, Redis) admits by one rule, on both backends.
 
 Each test runs against each store (the ``store`` fixture) on each backend, in virtual time.
 The tests send "requests" through a limiter and look only at what a caller can see: when
