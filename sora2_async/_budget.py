@@ -126,6 +126,7 @@ class SlidingWindowLimiter(QueuedLimiter):
         self._alive_until = math.inf
         self._ceiling = Ceiling(self._rate_limit.requests, self._window)
         self._log = SlidingLog(self._window)  # answered requests, stamped at their answer
+        self._refused = SlidingLog(self._window)  # the 429s among them (see _stamp)
         self._in_flight: dict[str, float] = {}  # permit id -> admitted at
         self._leases: dict[str, Lease] = {}
         self._blocked_until = -math.inf
@@ -211,7 +212,10 @@ class SlidingWindowLimiter(QueuedLimiter):
             self._rate_limited += 1
             oldest = self._log.next_expiry()
             seen_for = now - (oldest - self._window) if oldest is not None else 0.0
-            used = len(self._in_flight) + len(self._log)
+            # What the server counts of ours: our earlier 429s out (see Ceiling.lower).
+            self._refused.add(now)
+            self._refused.prune(now)
+            used = len(self._in_flight) + len(self._log) - len(self._refused) + 1
             retry_after = capped_retry_after(permit.retry_after, self._window)
             self._ceiling.lower(now, ours=used, seen_for=seen_for, retry_after=retry_after)
             if retry_after is not None:

@@ -100,6 +100,12 @@ class Ceiling:
     def lower(self, now: float, *, ours: int, seen_for: float, retry_after: float | None) -> None:
         """Account for a 429 at ``now``, while our window held ``ours`` (the refused one too).
 
+        ``ours`` leaves out our earlier 429s still in the window. The budget counts each as
+        spent, but a server that did not count it frees nothing when it leaves our window:
+        counted here, every 429 would let one more request into a full server window a window
+        later (a 429 every few milliseconds at the turn of a window beside a neighbour that
+        never backs off). Left out, the limit in force is that much lower.
+
         With ``Retry-After`` the server says when it frees: it is trusted, and one slot goes.
         Without, the server's window is full while ours holds ``ours``, so others hold at
         least ``configured - ours + 1`` of it, seen over the ``seen_for`` seconds our log

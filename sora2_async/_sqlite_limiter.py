@@ -251,19 +251,25 @@ class SQLiteLimiter(QueuedLimiter):
     async def _stamp(self, permit: Permit) -> None:
         def work(db: sqlite3.Connection, view: _View) -> None:
             now = view.now
+            # ``answered``: 0 in flight, 1 answered, 2 answered with a 429.
             done = db.execute(
-                "UPDATE entries SET until = ?, answered = 1 WHERE id = ? AND answered = 0",
-                (now + self._window, permit.id),
+                "UPDATE entries SET until = ?, answered = ? WHERE id = ? AND answered = 0",
+                (now + self._window, 2 if permit.was_rate_limited else 1, permit.id),
             ).rowcount
             if not done or not permit.was_rate_limited:
                 return
             (oldest,) = db.execute(
-                "SELECT min(until) FROM entries WHERE answered = 1 AND until > ?", (now,)
+                "SELECT min(until) FROM entries WHERE answered > 0 AND until > ?", (now,)
             ).fetchone()
             seen_for = now - (oldest - self._window) if oldest is not None else 0.0
             retry_after = capped_retry_after(permit.retry_after, self._window)
+            (refused,) = db.execute(
+                "SELECT count(*) FROM entries WHERE answered = 2 AND until > ?", (now,)
+            ).fetchone()
+            # What the server counts of ours: our earlier 429s out (see Ceiling.lower).
+            ours = view.later(now) - int(refused) + 1
             ceiling = view.ceiling
-            ceiling.lower(now, ours=view.later(now), seen_for=seen_for, retry_after=retry_after)
+            ceiling.lower(now, ours=ours, seen_for=seen_for, retry_after=retry_after)
             lowered_to, lowered_at = ceiling.lowered
             blocked = view.blocked_until
             if retry_after is not None:

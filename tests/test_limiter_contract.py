@@ -831,6 +831,27 @@ async def test_without_retry_after_the_limit_shrinks_at_most_by_half(store: Stor
     assert await run.request("poll") >= 3600.0 - EPS
 
 
+async def test_a_429_counts_what_the_server_counts_of_ours_not_our_earlier_429s(
+    store: Stores,
+) -> None:
+    """Our earlier 429s still in the window are left out of what the server holds of ours:
+    it did not count them, and counted they would let one more request into its full window
+    each time one leaves ours (a 429 every few ms at the turn of a window, in the grid)."""
+    lim = store.make(limit=10, per=100.0)
+    run = Run(lim)
+    for i in range(5):
+        await run.request(i, at=float(i))  # the server counts these five
+    for i in range(2):  # refused with Retry-After: a slot each (10 -> 8); the server counted none
+        await run.request(f"refused {i}", at=10.0 + 2 * i, refused=True, retry_after=1.0)
+    assert (await lim.snapshot()).limit == 8
+    await run.request("refused", at=99.0, refused=True)
+    # The server's window is full while it holds 5 of ours and this one: others hold 5 of it,
+    # 5.05 a window at the pace our 99 s log saw. 10 - 5.05, rounded down, less one: 3 (half
+    # of our 6 at least). Counting our two earlier 429s as the server's would say 5.
+    state = await lim.snapshot()
+    assert (state.limit, state.used, state.rate_limited) == (3, 8, 3)
+
+
 async def test_each_429_with_retry_after_costs_one_slot_and_the_latest_wait_holds(
     store: Stores,
 ) -> None:

@@ -42,7 +42,18 @@ __all__ = ["RedisLimiter"]
 logger = logging.getLogger("sora2_async")
 
 _SCRIPT = resources.files(__package__).joinpath("admission.lua").read_text(encoding="utf-8")
-_KEYS = ("entries", "inflight", "owners", "counts", "leases", "fronts", "ceiling", "epoch", "dues")
+_KEYS = (
+    "entries",
+    "inflight",
+    "owners",
+    "counts",
+    "leases",
+    "fronts",
+    "ceiling",
+    "epoch",
+    "dues",
+    "refused",
+)
 # A connection refused, reset or timed out; a server still loading its data after a restart.
 _UNREACHABLE = (
     coredis.exceptions.ConnectionError,

@@ -16,6 +16,7 @@
 --   8 epoch     STRING the store's identity: gone after a restart that lost the data
 --   9 dues      ZSET  lease id -> when its poll falls due (the same leases as 5, by due, so
 --                     that a submission reads only the ones due before its own)
+--  10 refused   ZSET  permit id -> until, for the entries of 1 that met a 429
 -- ARGV: 1 op, 2 owner, 3 now ('' = the server's TIME), 4 configured limit, 5 window,
 --       6 flight ttl, 7 lease ttl, 8 starve after, 9 front ttl, 10 known epoch,
 --       11 promise slip (_admission.PROMISE_SLIP), 12.. op args
@@ -42,7 +43,7 @@ local known_epoch = ARGV[10]
 local promise_slip = tonumber(ARGV[11])
 local K_ENTRIES, K_INFLIGHT, K_OWNERS, K_COUNTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_LEASES, K_FRONTS, K_CEILING, K_EPOCH = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local K_DUES = KEYS[9]
+local K_DUES, K_REFUSED = KEYS[9], KEYS[10]
 
 local function fmt(x)
   if x == INF then return '+inf' end
@@ -354,7 +355,10 @@ elseif op == 'stamp' then
       end
       local seen_for = 0
       if oldest ~= nil then seen_for = now - (oldest - window) end
-      local ours = later(now)
+      -- what the server counts of ours: our earlier 429s out (see Ceiling.lower)
+      redis.call('ZADD', K_REFUSED, fmt(now + window), id)
+      redis.call('ZREMRANGEBYSCORE', K_REFUSED, '-inf', fmt(now))
+      local ours = later(now) - redis.call('ZCARD', K_REFUSED) + 1
       local retry_after = num(ARGV[14], nil)
       local current = ceiling_at(now)
       local lowered
