@@ -37,7 +37,6 @@ from ._http import Answer, HTTPLayer
 from ._limits import Lease, Limiter, Permit, RequestKind
 from ._models import TaskState, TaskStatus, VideoRequest
 from ._parse import parse_status, parse_task_id
-from ._probe import QuietProbe
 from ._retry import Backoff, RetryPolicy
 from ._telemetry import api_request
 
@@ -88,8 +87,6 @@ class APICaller:
         self.limiter = limiter
         self.retry = retry
         self.events = events
-        # After a quiet spell the first request goes alone (see _probe): a 120th of the window.
-        self.probe = QuietProbe(limiter.rate_limit.per / 120)
 
     async def generate(
         self,
@@ -172,22 +169,17 @@ class APICaller:
             while True:
                 attempt += 1
                 asked = anyio.current_time()
-                async with self.probe.turn() as turn:
-                    admitted = await self._admit(kind, promise)
-                    kind = RequestKind.POLL if kind is RequestKind.EXTRA_POLL else kind
-                    async with admitted as permit:
-                        lease = lease or permit.lease
-                        promise = None  # promised on the first admission only
-                        await turn.go()
-                        waited = anyio.current_time() - asked
-                        with api_request(_KIND[path], body, attempt, waited, self.limiter) as r:
-                            outcome = await self._send(path, body, attempt, idempotent, hooks)
-                            r.answered(*_answered(outcome))
-                        if isinstance(outcome, _Retry) and isinstance(
-                            outcome.error, RateLimitError
-                        ):
-                            permit.rate_limited(outcome.retry_after)
-                            turn.refused = True
+                admitted = await self._admit(kind, promise)
+                kind = RequestKind.POLL if kind is RequestKind.EXTRA_POLL else kind  # a retry waits
+                async with admitted as permit:
+                    lease = lease or permit.lease
+                    promise = None  # promised on the first admission only
+                    waited = anyio.current_time() - asked
+                    with api_request(_KIND[path], body, attempt, waited, self.limiter) as record:
+                        outcome = await self._send(path, body, attempt, idempotent, hooks)
+                        record.answered(*_answered(outcome))
+                    if isinstance(outcome, _Retry) and isinstance(outcome.error, RateLimitError):
+                        permit.rate_limited(outcome.retry_after)
                 if isinstance(outcome, Answer):
                     return outcome, lease
                 await self._before_retry(outcome, path, errors, rate_limits, hooks)
