@@ -264,7 +264,8 @@ class SQLiteLimiter(QueuedLimiter):
             seen_for = now - (oldest - self._window) if oldest is not None else 0.0
             retry_after = capped_retry_after(permit.retry_after, self._window)
             (refused,) = db.execute(
-                "SELECT count(*) FROM entries WHERE answered = 2 AND until > ?", (now,)
+                "SELECT count(*) FROM entries WHERE answered = 2 AND until > ?",
+                (now + _EPSILON,),  # as ``later`` counts
             ).fetchone()
             # What the server counts of ours: our earlier 429s out (see Ceiling.lower).
             ours = view.later(now) - int(refused) + 1

@@ -357,7 +357,7 @@ elseif op == 'stamp' then
       if oldest ~= nil then seen_for = now - (oldest - window) end
       -- what the server counts of ours: our earlier 429s out (see Ceiling.lower)
       redis.call('ZADD', K_REFUSED, fmt(now + window), id)
-      redis.call('ZREMRANGEBYSCORE', K_REFUSED, '-inf', fmt(now))
+      redis.call('ZREMRANGEBYSCORE', K_REFUSED, '-inf', fmt(now + EPS))  -- as later() counts
       local ours = later(now) - redis.call('ZCARD', K_REFUSED) + 1
       local retry_after = num(ARGV[14], nil)
       local current = ceiling_at(now)
