@@ -27,6 +27,8 @@ __all__ = [
     "write_meta",
 ]
 
+_BUSY_TIMEOUT = 5.0  # seconds a statement waits for another process's lock
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     key TEXT PRIMARY KEY,
@@ -98,9 +100,9 @@ def open_journal_db(path: Path) -> sqlite3.Connection:
     try:
         if existed:
             _check(db, path)
-        execute_unlocked(db, "PRAGMA journal_mode=WAL", 5.0)  # see execute_unlocked
+        execute_unlocked(db, "PRAGMA journal_mode=WAL", _BUSY_TIMEOUT)  # see execute_unlocked
         db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={round(_BUSY_TIMEOUT * 1000)}")
         db.execute(SCHEMA)
         db.execute(META_SCHEMA)
     except JournalError:

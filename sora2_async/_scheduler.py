@@ -28,6 +28,7 @@ from ._limits import Lease, Limiter, RequestKind
 from ._models import ModelTier, Task, TaskState, TaskStatus, video_of
 from ._planner import Demand, Planner, PollPolicy, Tracked
 from ._slack import RepollSlack
+from ._window import EPSILON
 
 __all__ = ["Scheduler"]
 
@@ -38,9 +39,6 @@ logger = logging.getLogger("sora2_async")
 # and a burst of polls due together there would all be refused before the first 429 is
 # back (30 at once for a burst of 200 videos at 1,000/h). Below it, they go together.
 _EDGE = 0.75
-# A clock that keeps whole microseconds (looptime's virtual one) never reaches a deadline a
-# hair past its last tick (1024.9861740000001 after 1024.986174): that close is reached.
-_TICK = 1e-6
 # Submissions, and the seconds between the first and the last, that say what pace a
 # stream of them keeps (see _DemandLog).
 _PACE_SAMPLES = 3
@@ -307,7 +305,9 @@ class Scheduler:
         every = self._limiter.renew_every
         while True:
             now = anyio.current_time()
-            if now >= deadline - _TICK:
+            # A clock that keeps whole microseconds (looptime's) never reaches a deadline a
+            # hair past its last tick (1024.9861740000001 after 1024.986174): close enough.
+            if now >= deadline - EPSILON:
                 return True
             nap = deadline - now if math.isinf(every) else min(deadline - now, every)
             if wake is None:

@@ -36,12 +36,11 @@ from ._errors import BudgetStoreError
 from ._limits import BudgetState, Lease, Permit, RateLimit, RequestKind
 from ._queue import QueuedLimiter
 from ._sqlite_file import open_store
+from ._window import EPSILON  # an entry this close to leaving counts as gone
 
 __all__ = ["SQLiteLimiter"]
 
 R = TypeVar("R")
-
-_EPSILON = 1e-6  # as in ``_window``: an entry this close to leaving counts as gone
 
 
 class _View:
@@ -84,18 +83,18 @@ class _View:
 
     def later(self, when: float) -> int:
         query = "SELECT count(*) FROM entries WHERE until > ?"
-        return int(self._db.execute(query, (when + _EPSILON,)).fetchone()[0])
+        return int(self._db.execute(query, (when + EPSILON,)).fetchone()[0])
 
     def expiry(self, k: int) -> float | None:
         row = self._db.execute(
             "SELECT until FROM entries WHERE until > ? ORDER BY until LIMIT 1 OFFSET ?",
-            (self.now + _EPSILON, k - 1),
+            (self.now + EPSILON, k - 1),
         ).fetchone()
         return None if row is None else float(row[0])
 
     def first_expiry_after(self, when: float) -> float | None:
         query = "SELECT min(until) FROM entries WHERE until > ?"
-        value = self._db.execute(query, (when + _EPSILON,)).fetchone()[0]
+        value = self._db.execute(query, (when + EPSILON,)).fetchone()[0]
         return None if value is None else float(value)
 
 
@@ -265,7 +264,7 @@ class SQLiteLimiter(QueuedLimiter):
             retry_after = capped_retry_after(permit.retry_after, self._window)
             (refused,) = db.execute(
                 "SELECT count(*) FROM entries WHERE answered = 2 AND until > ?",
-                (now + _EPSILON,),  # as ``later`` counts
+                (now + EPSILON,),  # as ``later`` counts
             ).fetchone()
             # What the server counts of ours: our earlier 429s out (see Ceiling.lower).
             ours = view.later(now) - int(refused) + 1
@@ -322,7 +321,7 @@ class SQLiteLimiter(QueuedLimiter):
         """Forget what has left, cap what a stepped-back clock left too far ahead, and say
         that this owner lives."""
         cap = now + self._flight_ttl + self._window
-        db.execute("DELETE FROM entries WHERE until <= ?", (now + _EPSILON,))
+        db.execute("DELETE FROM entries WHERE until <= ?", (now + EPSILON,))
         db.execute("UPDATE entries SET until = ? WHERE until > ?", (cap, cap))
         db.execute("DELETE FROM fronts WHERE alive_until <= ?", (now,))
         db.execute(

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import bisect
 
-__all__ = ["SlidingLog"]
+__all__ = ["EPSILON", "SlidingLog"]
 
 # Clocks that round (looptime keeps microseconds) can wake a sleeper a hair before the
 # expiry it slept for; an entry this close to leaving counts as gone.
-_EPSILON = 1e-6
+EPSILON = 1e-6
 
 
 class SlidingLog:
@@ -48,7 +48,7 @@ class SlidingLog:
         """
         expiries, head = self._expiries, self._head
         end = len(expiries)
-        while head < end and expiries[head] <= now + _EPSILON:
+        while head < end and expiries[head] <= now + EPSILON:
             head += 1
         if head > 64 and head * 2 > end:  # compact now and then, not on every call
             del expiries[:head]
@@ -57,7 +57,7 @@ class SlidingLog:
 
     def count_after(self, when: float) -> int:
         """How many of the current entries will still count at time ``when``."""
-        index = bisect.bisect_right(self._expiries, when + _EPSILON, lo=self._head)
+        index = bisect.bisect_right(self._expiries, when + EPSILON, lo=self._head)
         return len(self._expiries) - index
 
     def expiry(self, k: int) -> float:
@@ -66,7 +66,7 @@ class SlidingLog:
 
     def first_expiry_after(self, when: float) -> float | None:
         """The first expiry later than ``when``, or ``None``."""
-        index = bisect.bisect_right(self._expiries, when + _EPSILON, lo=self._head)
+        index = bisect.bisect_right(self._expiries, when + EPSILON, lo=self._head)
         return self._expiries[index] if index < len(self._expiries) else None
 
     def next_expiry(self) -> float | None:
