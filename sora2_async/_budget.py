@@ -16,6 +16,7 @@ lapse. It is the Python API's default: a library writes no file unless asked to.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 
@@ -63,7 +64,6 @@ class _View:
     """The memory store as an ``_admission.Window`` at one instant."""
 
     __slots__ = (
-        "_dues",
         "_store",
         "blocked_until",
         "limit",
@@ -81,15 +81,12 @@ class _View:
         self.reserved = store._live_leases(now)
         self.blocked_until = store._blocked_until
         self.rises_at = store._ceiling.next_rise(now)
-        self._dues: list[float] | None = None
 
     @property
     def lease_dues(self) -> list[float]:
-        """When the live leases fall due, ascending (made when first asked: few views are)."""
-        if self._dues is None:
-            leases = self._store._leases.values() if self.reserved else ()
-            self._dues = sorted(lease.due for lease in leases)
-        return self._dues
+        """When the live leases fall due, ascending (the store keeps them so: a view costs
+        nothing per lease, and ``fits`` reads only the ones due before its horizon)."""
+        return self._store._dues if self.reserved else []
 
     def later(self, when: float) -> int:
         return len(self._store._in_flight) + self._store._log.count_after(when)
@@ -129,6 +126,7 @@ class SlidingWindowLimiter(QueuedLimiter):
         self._refused = SlidingLog(self._window)  # the 429s among them (see _stamp)
         self._in_flight: dict[str, float] = {}  # permit id -> admitted at
         self._leases: dict[str, Lease] = {}
+        self._dues: list[float] = []  # the leases' due times, ascending (kept with _leases)
         self._blocked_until = -math.inf
         self._rate_limited = 0
 
@@ -149,6 +147,7 @@ class SlidingWindowLimiter(QueuedLimiter):
     def _lease(self, now: float, due_in: float) -> Lease:
         lease = Lease(f"{self._owner}-l{next(self._ids)}", now + due_in)
         self._leases[lease.id] = lease
+        bisect.insort(self._dues, lease.due)
         return lease
 
     async def promise(self, due_in: float) -> Lease:
@@ -157,7 +156,9 @@ class SlidingWindowLimiter(QueuedLimiter):
 
     async def release(self, lease: Lease) -> None:
         """Give back a promised poll (twice is harmless)."""
-        if self._leases.pop(lease.id, None) is not None:
+        held = self._leases.pop(lease.id, None)
+        if held is not None:
+            del self._dues[bisect.bisect_left(self._dues, held.due)]
             self._wake_fronts()
 
     async def renew(self) -> None:
@@ -167,6 +168,7 @@ class SlidingWindowLimiter(QueuedLimiter):
     async def aclose(self) -> None:
         """Give back every lease (the store lives on while others hold it)."""
         self._leases.clear()
+        self._dues.clear()
         self._wake_fronts()
 
     def _touch(self) -> float:

@@ -67,6 +67,11 @@ class DurationModel:
         self._version = 0  # bumped by what moves prior_rejected (which caches on it)
         self._rejected: dict[Tier, tuple[int, bool]] = {}
         self._wrong: set[Tier] = set()  # tiers whose prior was rejected (until one ends in it)
+        # Kept as videos come and go, so that a decision costs the same at 10 or 10,000 in
+        # flight: per tier, the log-chance of the running videos' ages were the prior right
+        # (``_evidence``), and how many of its samples ended within the prior.
+        self._log_chance: dict[Tier, float] = {}
+        self._ended_within: dict[Tier, int] = {}
 
     def observe(self, tier: Tier, generation_time: float, *, key: str | None = None) -> None:
         """A video of ``tier`` took ``generation_time`` seconds of the API's time."""
@@ -74,7 +79,12 @@ class DurationModel:
             self.forget(tier, key)
         if self._policy.learn and generation_time >= 0:
             samples = self._samples.setdefault(tier, deque(maxlen=256))
+            hi = self._prior(tier)[1]
+            within = self._ended_within.get(tier, 0)
+            if len(samples) == samples.maxlen:  # the oldest sample is about to leave
+                within -= samples[0] <= hi
             samples.append(self._policy.seconds(generation_time))
+            self._ended_within[tier] = within + (samples[-1] <= hi)
             self._version += 1
 
     def observe_running(self, tier: Tier, key: str, age: float) -> None:
@@ -82,7 +92,12 @@ class DurationModel:
         was submitted."""
         if self._policy.learn and age >= 0:
             running = self._running.setdefault(tier, {})
-            running[key] = max(age, running.get(key, 0.0))
+            seen = running.get(key)
+            running[key] = max(age, seen or 0.0)
+            change = self._evidence(tier, running[key])
+            if seen is not None:
+                change -= self._evidence(tier, seen)
+            self._log_chance[tier] = self._log_chance.get(tier, 0.0) + change
             self._version += 1
             if running[key] >= self._oldest.get(tier, ("", -1.0))[1]:
                 self._oldest[tier] = (key, running[key])
@@ -98,9 +113,13 @@ class DurationModel:
     def forget(self, tier: Tier, key: str) -> None:
         """Video ``key`` ended or is no longer followed."""
         running = self._running.get(tier)
-        if running is None or running.pop(key, None) is None:
+        age = None if running is None else running.pop(key, None)
+        if running is None or age is None:
             return
         self._version += 1
+        # Recounted from nothing when the tier empties, so rounding cannot pile up.
+        left = self._log_chance.get(tier, 0.0) - self._evidence(tier, age)
+        self._log_chance[tier] = left if running else 0.0
         if self._oldest.get(tier, ("",))[0] == key:  # rare: only the oldest costs a scan
             if running:
                 self._oldest[tier] = max(running.items(), key=lambda item: item[1])
@@ -169,22 +188,26 @@ class DurationModel:
 
     def _reject(self, tier: Tier) -> bool:
         lo, hi = self._prior(tier)
-        if any(d <= hi for d in self._samples.get(tier, ())) or hi <= lo:
+        if self._ended_within.get(tier, 0) or hi <= lo:
             self._wrong.discard(tier)  # one ended within the prior: it may be right
             return False
         if tier in self._wrong:
             return True  # (the ages it was rejected at have passed the longest since)
-        # Only ages within the prior's range are evidence here: videos past its longest
-        # move the longest themselves (``bounds``), and finals of a budget that binds
-        # (no poll before the longest) say nothing of the shape.
-        log_chance = 0.0
-        for age in self._running.get(tier, {}).values():
-            if lo < age < hi:
-                log_chance += math.log((hi - age) / (hi - lo))
-        if log_chance < _REJECT:
+        if self._log_chance.get(tier, 0.0) < _REJECT:
             self._wrong.add(tier)
             return True
         return False
+
+    def _evidence(self, tier: Tier, age: float) -> float:
+        """The log of the chance that a video of ``tier`` runs past ``age``, were the prior
+        right (uniform over it).
+
+        Only ages within the prior's range are evidence: videos past its longest move the
+        longest themselves (``bounds``), and finals of a budget that binds (no poll before
+        the longest) say nothing of the shape.
+        """
+        lo, hi = self._prior(tier)
+        return math.log((hi - age) / (hi - lo)) if lo < age < hi else 0.0
 
     def bounds(self, tier: Tier) -> tuple[float, float]:
         """``(lo, hi)``: the shortest and longest this tier is expected to take."""

@@ -7,12 +7,14 @@ leases (which never lapse unless asked to), its arguments, and thousands of wait
 from __future__ import annotations
 
 import math
+import random
 import time
 
 import anyio
 import pytest
 
-from sora2_async._budget import RateLimit, SlidingWindowLimiter
+from sora2_async._budget import RateLimit, SlidingWindowLimiter, _View
+from sora2_async._limits import Lease
 from tests.limiter_helpers import GENERATE, POLL, Run, extra, near, real_time_limit
 
 
@@ -125,6 +127,26 @@ async def test_closing_gives_back_the_leases_and_the_store_lives_on() -> None:
     state = await lim.snapshot()
     assert (state.used, state.reserved) == (1, 0)
     assert await run.request("after", GENERATE, promise=1.0) == near(0.0)  # still usable
+
+
+@pytest.mark.anyio
+async def test_the_lease_dues_it_shows_are_its_leases_dues_ascending() -> None:
+    """Kept in order as leases come and go (a view costs nothing per lease), equal dues
+    and releases in any order included."""
+    lim, rng = limiter(limit=10_000, per=100.0), random.Random(7)
+    held: list[Lease] = []
+    for step in range(2_000):
+        if held and rng.random() < 0.45:
+            lease = held.pop(rng.randrange(len(held)))
+            await lim.release(lease)
+            if step % 3 == 0:
+                await lim.release(lease)  # twice is harmless
+        else:
+            held.append(await lim.promise(float(rng.choice([0, 5, 5, 30, rng.uniform(0, 99)]))))
+        now = anyio.current_time()
+        assert _View(lim, now).lease_dues == sorted(lease.due for lease in held)
+    await lim.aclose()
+    assert _View(lim, anyio.current_time()).lease_dues == []
 
 
 def test_arguments_that_admit_nothing_are_refused() -> None:

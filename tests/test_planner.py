@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from sora2_async._budget import BudgetState, RateLimit, RequestKind, SlidingWindowLimiter
 from sora2_async._models import ModelTier
 from sora2_async._planner import (
-    DEFAULT_PRIORS,
     Demand,
     DurationModel,
     PollPlan,
@@ -208,35 +207,6 @@ def test_an_overrun_moves_the_final_polls_of_its_siblings() -> None:
     assert planner.final_poll_after(ModelTier.SORA2) == 201.0
 
 
-def test_running_videos_are_data_the_longest_never_shrinks_on_the_first_to_end() -> None:
-    """The short ones end first: twenty of them are not enough while as many run on."""
-    model = DurationModel(POLICY)
-    for i in range(20):
-        model.observe_running(ModelTier.SORA2, f"long {i}", 100.0)
-    for seconds in range(80, 100):
-        model.observe(ModelTier.SORA2, float(seconds))
-    assert model.bounds(ModelTier.SORA2)[1] >= 180.0  # not trusted: 20 ended, 20 still run
-    for i in range(20):  # ... they end too, later: now the sample says it all
-        model.forget(ModelTier.SORA2, f"long {i}")
-        model.observe(ModelTier.SORA2, 150.0 + i)
-    hi = model.bounds(ModelTier.SORA2)[1]
-    assert 169.0 < hi < 175.0  # 169, widened by its spread over the samples
-    # A video running past every one that ended raises the longest at once.
-    model.observe_running(ModelTier.SORA2, "slow", 200.0)
-    assert model.bounds(ModelTier.SORA2)[1] >= 250.0
-
-
-def test_the_share_of_overruns_starts_small_and_follows_the_final_polls() -> None:
-    model = DurationModel(POLICY)
-    assert model.overrun_share() == pytest.approx(0.12)
-    for _ in range(10):
-        model.observe_final(still_running=True)
-    assert model.overrun_share() > 0.8
-    for _ in range(40):
-        model.observe_final(still_running=False)
-    assert model.overrun_share() < 0.05  # it forgets: the horizon moved since
-
-
 def test_the_slack_for_re_polls_grows_with_the_overruns_and_is_bounded() -> None:
     planner = PollPlanner()
     state, _ = budget()
@@ -354,79 +324,6 @@ def test_time_scale_divides_a_whole_poll_sequence(scale: float) -> None:
     )
     assert [p.extra for p in fast] == [p.extra for p in normal]
     assert [p.at for p in fast] == [approx(p.at / scale) for p in normal]
-
-
-# -- DurationModel -------------------------------------------------------------------------
-
-
-def test_the_priors_per_tier() -> None:
-    model = DurationModel(POLICY)
-    assert model.bounds(ModelTier.SORA2) == (60.0, 180.0)
-    assert model.bounds(ModelTier.PRO_STANDARD) == (180.0, 480.0)
-    assert model.bounds(ModelTier.PRO_HIGH) == (180.0, 480.0)
-    assert dict(DEFAULT_PRIORS) == dict(POLICY.priors)
-
-
-def test_an_unknown_tier_gets_the_widest_known_range() -> None:
-    assert DurationModel(POLICY).bounds(None) == (60.0, 480.0)
-    policy = PollPolicy(priors={ModelTier.SORA2: (10.0, 20.0), ModelTier.PRO_HIGH: (100.0, 200.0)})
-    model = DurationModel(policy)
-    assert model.bounds(ModelTier.PRO_STANDARD) == (10.0, 200.0)
-    assert model.bounds(None) == (10.0, 200.0)
-    assert model.bounds(ModelTier.SORA2) == (10.0, 20.0)
-
-
-def test_samples_widen_the_prior_until_there_are_enough_to_replace_it() -> None:
-    model = DurationModel(POLICY)
-    for seconds in range(100, 119):  # 19 videos, all well inside the prior
-        model.observe(ModelTier.SORA2, float(seconds))
-    assert model.bounds(ModelTier.SORA2) == (60.0, 180.0)
-    model.observe(ModelTier.SORA2, 119.0)  # the 20th: what was seen is what is known,
-    assert model.bounds(ModelTier.SORA2) == (99.0, 120.0)  # widened by its spread / (n - 1)
-    assert model.bounds(ModelTier.PRO_HIGH) == (180.0, 480.0)  # tiers learn apart
-
-
-def test_a_few_samples_outside_the_prior_widen_it() -> None:
-    model = DurationModel(POLICY)
-    model.observe(ModelTier.SORA2, 240.0)
-    assert model.bounds(ModelTier.SORA2) == (60.0, 240.0)
-    model.observe(ModelTier.SORA2, 30.0)  # two samples: widened by their whole spread
-    assert model.bounds(ModelTier.SORA2) == (0.0, 450.0)
-    model.observe(None, 900.0)  # a video of unknown tier teaches the unknown tier only
-    assert model.bounds(None) == (60.0, 900.0)
-    assert model.bounds(ModelTier.PRO_HIGH) == (180.0, 480.0)
-
-
-def test_an_api_that_changes_speed_is_learned_again() -> None:
-    model = DurationModel(POLICY)
-    for _ in range(50):
-        model.observe(ModelTier.SORA2, 60.0)
-    for _ in range(1000):
-        model.observe(ModelTier.SORA2, 150.0)
-    assert model.bounds(ModelTier.SORA2) == (150.0, 150.0)  # old samples are forgotten
-
-
-def test_impossible_samples_are_ignored() -> None:
-    model = DurationModel(POLICY)
-    for seconds in range(100, 119):
-        model.observe(ModelTier.SORA2, float(seconds))
-    model.observe(ModelTier.SORA2, -5.0)
-    assert model.bounds(ModelTier.SORA2) == (60.0, 180.0)  # still 19: still widening
-
-
-def test_a_model_that_must_not_learn_keeps_the_priors() -> None:
-    model = DurationModel(PollPolicy(learn=False))
-    for _ in range(50):
-        model.observe(ModelTier.SORA2, 500.0)
-    assert model.bounds(ModelTier.SORA2) == (60.0, 180.0)
-
-
-def test_durations_are_in_the_policys_time() -> None:
-    model = DurationModel(PollPolicy(time_scale=10.0))
-    assert model.bounds(ModelTier.SORA2) == (6.0, 18.0)
-    model.observe(ModelTier.SORA2, 240.0)  # generationTime: seconds of the API's time
-    assert model.bounds(ModelTier.SORA2) == (6.0, 24.0)
-    assert PollPolicy(time_scale=4.0).seconds(10.0) == 2.5
 
 
 # -- extra_allowance -----------------------------------------------------------------------
