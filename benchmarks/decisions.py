@@ -54,8 +54,9 @@ from .scenarios import KEY
 __all__ = ["measure_in_child"]
 
 #: Priors wide enough that every video stays in its grid of extra polls for the whole run
-#: (with the default 1-3 min, a video would reach its final poll before the window ends).
-WIDE = PollPolicy(priors={ModelTier.SORA2: (60.0, 86_400.0)})
+#: (with the default 1-3 min, a video would reach its final poll before the window ends),
+#: and no bound on extra polls (the default spreads 14 over the range: a day here).
+WIDE = PollPolicy(priors={ModelTier.SORA2: (60.0, 86_400.0)}, max_extra_polls=None)
 UNLIMITED = RateLimit(10**9, per=3600.0)
 
 

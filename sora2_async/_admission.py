@@ -10,6 +10,7 @@ compare the two.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -102,11 +103,18 @@ def fits(window: Window, contender: Contender) -> bool:
     if later + window.reserved + 1 + own > window.limit:
         return False
     dues: Sequence[float] | None = getattr(window, "lease_dues", None)
-    for due_by, due in enumerate(dues or (), start=1):
-        if due >= horizon:
-            break
-        if window.later(max(window.now, due) + PROMISE_SLIP) + due_by + 1 > window.limit:
+    if not dues:
+        return True
+    # The k-th lease due before the horizon needs later(its due + slip) + k + 1 <= limit.
+    # ``later`` only falls with time and the dues ascend, so the room one lease's time
+    # leaves covers every lease after it up to that room: the check jumps there instead of
+    # looking at each (a submission costs the same at 10 or 10,000 in flight).
+    due_by, before = 1, bisect.bisect_left(dues, horizon)
+    while due_by <= before:
+        room = window.limit - 1 - window.later(max(window.now, dues[due_by - 1]) + PROMISE_SLIP)
+        if due_by > room:
             return False
+        due_by = room + 1
     return True
 
 
