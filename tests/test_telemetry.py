@@ -120,6 +120,46 @@ async def test_prompts_only_when_asked_and_failures_marked(
     assert video.status.status_code is trace.StatusCode.ERROR
 
 
+def test_nothing_is_made_until_a_provider_is_set_and_a_provider_set_later_is_used() -> None:
+    """The API's default providers record nothing: no span is made for them (it costs a
+    sixth of a poll's CPU), and one set mid-run gets the spans from then on."""
+    code = (
+        "import anyio\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import "
+        "InMemorySpanExporter\n"
+        "from sora2_async import _telemetry\n"
+        "from sora2_async.testing import Simulator\n"
+        "made = []\n"
+        "real = trace.ProxyTracer.start_as_current_span\n"
+        "def counted(self, *a, **k):\n"
+        "    made.append(a[0])\n"
+        "    return real(self, *a, **k)\n"
+        "trace.ProxyTracer.start_as_current_span = counted\n"
+        "spans = InMemorySpanExporter()\n"
+        "async def main():\n"
+        "    async with Simulator(seed=1).client() as client:\n"
+        "        task = await client.generate('x')\n"
+        "        await client.check_status(task)\n"
+        "        assert made == [] and _telemetry._get() is None, made\n"
+        "        provider = TracerProvider()\n"
+        "        provider.add_span_processor(SimpleSpanProcessor(spans))\n"
+        "        trace.set_tracer_provider(provider)\n"
+        "        await client.check_status(task)\n"
+        "    names = [s.name for s in spans.get_finished_spans()]\n"
+        "    assert names == ['sora2 check_status'], names\n"
+        "anyio.run(main)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 def test_the_sdk_imports_and_runs_without_opentelemetry() -> None:
     code = (
         "import sys; sys.modules['opentelemetry'] = None\n"
