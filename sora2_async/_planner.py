@@ -351,7 +351,13 @@ class PollPlanner:
         # an overdue video gets one, late: at three times the prior's longest (the priors
         # may be three times too short). A second round would find the window full and wait
         # an hour. Every video with a promised poll (and the slack) may be overdue soon.
+        # Not for a tier whose ended videos are trusted (the model's own range, four times
+        # as many ended as run): one past that range is a stray, a second or so past the
+        # learned longest, and its re-poll at the moved horizon finds it ended (at three
+        # times the prior it waited 361 s on 1,000/h bursts).
         if budget.limit - budget.used >= 2 * max(1, budget.reserved):
+            return 0.0
+        if self.durations.trusted(task.tier):
             return 0.0
         late = 3.0 * self.durations.prior(task.tier)[1]
         return late if now - task.anchor < late else 0.0

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -193,6 +194,28 @@ def test_an_overdue_task_is_polled_again_at_the_horizon_its_overrun_moved() -> N
     # With idle budget, extra polls fill the gap from its last look.
     plan = plan_next(task, 181.0, bounds=(60.0, 300.0), policy=POLICY, allowance=3)
     assert plan == PollPlan(181.0 + 29.75, extra=True)  # (300 - 181) / 4
+
+
+def test_with_the_window_tight_an_overdue_video_waits_for_three_priors_unless_its_tier_known() -> (
+    None
+):
+    """A window that cannot carry two rounds of re-polls: one, late, at three times the
+    prior's longest (the prior may be that wrong); but a tier whose ended videos are trusted
+    is re-polled at the horizon its overrun moved (a stray, just past the learned range)."""
+    tight, _ = budget(limit=100, submissions=95)
+    tight = attrs.evolve(tight, reserved=10)
+    for trusted in (False, True):
+        planner = PollPlanner()
+        if trusted:
+            for i in range(40):
+                planner.observe(ModelTier.SORA2, 60.0 + 3.0 * i)  # 60-177 s: trusted
+        task = Tracked(tier=ModelTier.SORA2, anchor=0.0, polls=1, last_poll=179.5, overdue=True)
+        planner.observe_running(ModelTier.SORA2, "late", 179.5)
+        at = planner.next_poll(task, 179.5, tight, Demand()).at
+        if trusted:
+            assert 179.5 < at <= 179.5 * 1.25 + 1.0
+        else:
+            assert at >= 3 * 180.0
 
 
 def test_an_overrun_moves_the_final_polls_of_its_siblings() -> None:

@@ -293,3 +293,11 @@ def test_the_ceiling_recovers_in_bounded_time_after_many_repeated_429s() -> None
         t += window / 2
     # It left. Four rounds at the slowest pace (16 windows a slot), then doubling: < 80 windows.
     assert ceiling.at(t + 80 * window) == 100
+
+
+async def test_polls_due_together_into_a_half_full_window_go_a_few_at_a_time() -> None:
+    """Bursts of 60 videos on 300/h beside a raw loop spending 60 % of the key: our window
+    half full is the server's full, and the polls of a burst due together were refused
+    together (22 429s; 201 at once on 10,000/h)."""
+    r = await run(Cell(300, 1, "long", "bursts", neighbour="60"))
+    assert r.responses_429 <= 8, r
