@@ -120,6 +120,19 @@ async def test_prompts_only_when_asked_and_failures_marked(
     assert video.status.status_code is trace.StatusCode.ERROR
 
 
+def runs_in_a_fresh_interpreter(code: str) -> None:
+    """Run ``code`` in a new Python (the global providers, or their absence, are its own)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code + "print('ok')\n"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 def test_nothing_is_made_until_a_provider_is_set_and_a_provider_set_later_is_used() -> None:
     """The API's default providers record nothing: no span is made for them (it costs a
     sixth of a poll's CPU), and one set mid-run gets the spans from then on."""
@@ -151,13 +164,8 @@ def test_nothing_is_made_until_a_provider_is_set_and_a_provider_set_later_is_use
         "    names = [s.name for s in spans.get_finished_spans()]\n"
         "    assert names == ['sora2 check_status'], names\n"
         "anyio.run(main)\n"
-        "print('ok')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    runs_in_a_fresh_interpreter(code)
 
 
 def test_the_sdk_imports_and_runs_without_opentelemetry() -> None:
@@ -172,13 +180,8 @@ def test_the_sdk_imports_and_runs_without_opentelemetry() -> None:
         "        task = await client.generate('x')\n"
         "        await client.check_status(task)\n"
         "anyio.run(main)\n"
-        "print('ok')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    runs_in_a_fresh_interpreter(code)
 
 
 # -- the other extras: a missing one is one line naming it ---------------------------------------
