@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict, deque
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import anyio
 import attrs
@@ -349,17 +350,7 @@ class Scheduler:
         plan = watch.plan
         kind = RequestKind.EXTRA_POLL if extra else RequestKind.POLL
         # One attempt: a failed one is a failed round here, retried on the poll plan.
-        state = self._limiter.last_state
-        if state.used + 1 >= _EDGE * state.limit or state.limit < state.configured_limit:
-            # Near the edge of the window, or while the limit is tightened after 429s (some
-            # one we cannot see shares the key), one poll at a time: the first 429 stops
-            # the next poll before it is sent (polls due together would all be refused).
-            async with self._edge:
-                status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
-        elif state.used + 1 >= _NEAR * state.limit:
-            async with self._near:  # past half the window, a few at a time (see _NEAR)
-                status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
-        else:
+        async with self._turn():
             status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
         if status is None:
             return None
@@ -380,6 +371,18 @@ class Scheduler:
             plan.overdue = True  # the poll that should have found it done did not
             await self._resize_slack()
         return status
+
+    def _turn(self) -> AbstractAsyncContextManager[object]:
+        """What a poll waits for before it is sent, by how full the window is."""
+        state = self._limiter.last_state
+        if state.used + 1 >= _EDGE * state.limit or state.limit < state.configured_limit:
+            # Near the edge of the window, or while the limit is tightened after 429s (some
+            # one we cannot see shares the key), one poll at a time: the first 429 stops
+            # the next poll before it is sent (polls due together would all be refused).
+            return self._edge
+        if state.used + 1 >= _NEAR * state.limit:
+            return self._near  # past half the window, a few at a time (see _NEAR)
+        return nullcontext()
 
     def _learn(self, watch: _Watch, status: TaskStatus) -> None:
         plan = watch.plan
