@@ -3,17 +3,18 @@
 A 429 means the server counted more than we did: another consumer shares the key, or the
 server counts differently. :meth:`Ceiling.lower` takes away what the others seem to use;
 each full window without a 429 gives some back: doubling while below half the configured
-limit (a key that was busy for a while is not starved for days), one slot at a time above
-(probing slowly where the last 429 was). The value is a pure function of time since the last
-429, so looking at it changes nothing.
+limit (a key that was busy for a while is not starved for days), one slot at a time above.
+The value is a pure function of time since the last 429, so looking at it changes nothing.
 
-It learns from repeated 429s: doubling stops short of the limit that was in force when the
-last 429 came (a neighbour that never backs off was there, and doubling back to it would
-only buy the next 429 a window later); from there it probes one slot a window, and after
-each further repeated 429 half as often (every 2, 4, 8, then 16 windows): a neighbour that never
-backs off costs a 429 each time we probe where it is, so a run of many windows pays a few
-429s in all rather than one every other window. The level is kept in memory only: a shared
-store rebuilds a ceiling from ``lowered`` and starts afresh.
+It learns from the 429s: the level in force when one came is where someone else was, so
+the climb back stops one slot below it. From there it probes, one slot, after a window at
+first, then after 8, then after every 32: a neighbour that never backs off costs a 429
+each time we probe where it is, so a day of windows pays three 429s in all (one where it
+was found, one where the climb back met it, one probe) rather than one every other window.
+A probe that holds for a whole window ends the learning: the neighbour shrank or left, and
+the climb goes on to the configured limit (within about 32 + 20 windows however long it
+was there). The level is kept in memory only: a shared store rebuilds a ceiling from
+``lowered`` and starts afresh.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ import math
 
 __all__ = ["Ceiling"]
 
-# Probing slows down to a slot every 2**4 = 16 windows at most, and four such rounds of quiet
-# end the learning: a neighbour that left is noticed in bounded time (it was 2**16 windows).
-_MAX_DOUBLINGS = 4
+# Windows spent one slot below where the 429s came before the next probe there, by how many
+# came in a row: 1, then 8, then 32 for good (a neighbour that left is noticed within 32).
+_PROBE_EVERY = (1, 8, 32)
+
+
+def _probe_every(repeats: int) -> int:
+    return _PROBE_EVERY[min(max(0, repeats - 1), len(_PROBE_EVERY) - 1)]
 
 
 class Ceiling:
@@ -45,7 +50,7 @@ class Ceiling:
         self._lowered_to = configured if lowered_to is None else lowered_to
         self._lowered_at = lowered_at
         self._failed = configured  # the limit in force when the last 429 came
-        self._repeats = 0  # repeated 429s since the last long quiet
+        self._repeats = 0  # 429s in a row, none of our probes holding in between
 
     @property
     def lowered(self) -> tuple[int, float]:
@@ -66,30 +71,34 @@ class Ceiling:
             k -= 1
         return k
 
-    def at(self, now: float) -> int:
-        """The limit at time ``now``."""
+    def _replay(self, now: float) -> tuple[int, bool]:
+        """The limit at ``now``, and whether the learning has ended by then (a probe held
+        a whole window, or the limit is back at the configured one)."""
         value = self._lowered_to
         if value >= self._configured:
-            return self._configured
-        # Doubling goes no further than just below where the last repeated 429 came.
-        cap = self._configured if self._failed >= self._configured else max(1, self._failed - 1)
-        # Probing above where the repeated 429s came: a slot every 2**(repeats - 1) windows.
-        every = 1 << min(max(0, self._repeats - 1), _MAX_DOUBLINGS)
-        probes = 0
-        for windows in range(1, self._windows_since(now) + 1):
-            if windows >= 4 * every:  # the quiet that ends the learning (as ``lower`` has it)
-                cap = self._configured
+            return self._configured, True
+        cap = max(1, self._failed - 1)  # the climb stops below where the last 429 came
+        every = _probe_every(self._repeats)
+        held = False
+        waited = 0
+        for _ in range(self._windows_since(now)):
+            if value >= self._failed:  # a probe there held the window that just ended
+                held, cap = True, self._configured
             if 2 * value <= self._configured and value < cap:
                 value = min(cap, 2 * value)
             elif value < cap:
                 value += 1
             else:
-                probes += 1
-                if probes % every == 0:
+                waited += 1
+                if waited % every == 0:
                     value = min(self._configured, value + 1)
             if value == self._configured:
-                break
-        return value
+                return value, True
+        return value, held
+
+    def at(self, now: float) -> int:
+        """The limit at time ``now``."""
+        return self._replay(now)[0]
 
     def next_rise(self, now: float) -> float:
         """When the limit next goes up by itself (``inf`` when it is at the configured one)."""
@@ -112,18 +121,15 @@ class Ceiling:
         covers; they are assumed to go on at that pace for a whole window. Each 429 takes
         at least one slot, and never more than half of what we had in the window.
         """
-        current = self.at(now)
-        since = now - self._lowered_at
-        # A quiet as long as four rounds of probing at the pace in force ends the learning.
-        quiet = 4 * self._window * (1 << min(max(0, self._repeats - 1), _MAX_DOUBLINGS))
-        if self._window / 120 < since < quiet:
-            # Again, and not the same burst of answers: someone holds that much of the key
-            # for good; we had ``ours`` in the window when it came.
-            self._failed = min(current, ours)
-            self._repeats += 1
-        elif since >= quiet:
-            self._failed = self._configured  # long quiet: start afresh
-            self._repeats = 0
+        current, ended = self._replay(now)
+        # Learn afresh after the first 429, or once we got past where the last one came (a
+        # probe that held while we used less than it proves nothing: that is a repeat).
+        if self._repeats == 0 or (ended and ours > self._failed):
+            self._failed, self._repeats = min(current, ours), 1
+        elif now - self._lowered_at > self._window / 120 and ours <= current:
+            # Again, and not the same burst: not a request sent before the limit came down
+            # (we held more than the limit now in force), which says nothing new.
+            self._failed, self._repeats = min(current, ours), self._repeats + 1
         if retry_after is not None:
             lowered = current - 1
         else:

@@ -151,9 +151,9 @@ async def test_the_window_holds_for_any_mix_of_requests(
         spans.append((start, anyio.current_time()))
 
     # Even at one request a window, with every 429's wait on top, all of it ends in time:
-    # and after repeated 429s the ceiling climbs back a slot every 16 windows at the slowest.
+    # and after repeated 429s the ceiling probes a slot every 32 windows at the slowest.
     bound = 60.0 + sum(took + window + took + 1.0 for _, took, _ in requests) + 1.0
-    bound += 16 * window * limit * sum(what.startswith("429") for _, _, what in requests)
+    bound += 32 * window * limit * sum(what.startswith("429") for _, _, what in requests)
     async with store.open(limit, per, margin=margin) as lim:
         with real_time_limit(30), anyio.fail_after(bound):
             async with anyio.create_task_group() as tg:

@@ -83,8 +83,13 @@ async def test_prompts_waiting_in_a_batch_leave_no_room_for_extra_polls() -> Non
     assert r.responses_429 == 0, r
 
 
-async def test_a_neighbour_spending_a_fifth_of_the_key_costs_at_most_three_429s() -> None:
-    r = await run(Cell(100, 1.5, "priors", neighbour="20"))
+@pytest.mark.parametrize(("limit", "size"), [(100, 1.5), (10, 10), (100, 4)])
+async def test_a_neighbour_spending_a_fifth_of_the_key_costs_at_most_three_429s(
+    limit: int, size: float
+) -> None:
+    """Over a day of windows too (10/h, 100 videos: it cost 6, one a probe every few
+    windows where the neighbour was; the probes now come after one window, 8, then 32)."""
+    r = await run(Cell(limit, size, "priors", neighbour="20"))
     assert r.responses_429 <= 3, r
 
 
@@ -213,8 +218,41 @@ def test_probing_above_repeated_429s_slows_down_after_each() -> None:
             refused.append(t)
         t += window / 4
     gaps = [b - a for a, b in itertools.pairwise(refused)]
-    assert all(b > a for a, b in itertools.pairwise(gaps[1:])), gaps
-    assert refused[-1] >= 20 * window, refused  # six 429s take a day, not six windows
+    assert all(b >= a for a, b in itertools.pairwise(gaps)), gaps
+    assert gaps[1] > 4 * gaps[0], gaps  # a window below, then eight, ...
+    assert refused[3] >= 40 * window, refused  # ... so four 429s take more than a day
+    assert refused[-1] - refused[-2] <= 40 * window, refused  # and it still probes
+
+
+def test_a_probe_that_held_while_we_used_less_is_no_news() -> None:
+    """A probe holds a window of low demand: when demand comes back and meets the neighbour
+    where it was, the 429 is a repeat (the probing stays slow), not a fresh start."""
+    from sora2_async._ceiling import Ceiling
+
+    window = 3600.0
+    ceiling = Ceiling(100, window)
+    ceiling.lower(0.0, ours=41, seen_for=window, retry_after=None)
+    ceiling.lower(3 * window, ours=41, seen_for=window, retry_after=None)  # the probe failed
+    later = 3 * window + 20 * window  # eight windows below 41, a probe, and it held: a climb
+    assert ceiling.at(later) > 41
+    ceiling.lower(later, ours=41, seen_for=window, retry_after=None)  # met it at 41 again
+    # A repeat: past the climb back to 40, the next probe is 32 windows away, not one.
+    assert ceiling.at(later + 10 * window) == 40
+
+
+def test_a_429_past_where_the_last_came_learns_afresh() -> None:
+    """A probe held and the climb went past the old level before the next 429: the
+    neighbour shrank, so the new level is learnt like the first (a probe a window later)."""
+    from sora2_async._ceiling import Ceiling
+
+    window = 3600.0
+    ceiling = Ceiling(100, window)
+    ceiling.lower(0.0, ours=41, seen_for=window, retry_after=None)
+    ceiling.lower(3 * window, ours=41, seen_for=window, retry_after=None)
+    later = 3 * window + 20 * window
+    ceiling.lower(later, ours=80, seen_for=window, retry_after=None)  # it holds 21 now
+    assert ceiling.at(later + window) == 79  # below where this 429 came, not below 41
+    assert ceiling.at(later + 2 * window) == 80  # and probed after one window there
 
 
 async def test_polls_due_together_near_a_shared_edge_go_one_at_a_time() -> None:
@@ -291,8 +329,8 @@ def test_the_ceiling_recovers_in_bounded_time_after_many_repeated_429s() -> None
     for _ in range(30):  # a neighbour holds 60 for a long time: refused at 41, again and again
         ceiling.lower(t, ours=41, seen_for=window, retry_after=None)
         t += window / 2
-    # It left. Four rounds at the slowest pace (16 windows a slot), then doubling: < 80 windows.
-    assert ceiling.at(t + 80 * window) == 100
+    # It left: a probe within 32 windows holds, then doubling and a slot a window: < 60.
+    assert ceiling.at(t + 60 * window) == 100
 
 
 async def test_polls_due_together_into_a_half_full_window_go_a_few_at_a_time() -> None:
