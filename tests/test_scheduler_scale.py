@@ -12,6 +12,7 @@ import itertools
 import pytest
 
 from benchmarks.grid import Cell, CellResult, measure
+from sora2_async._ceiling import Ceiling
 
 pytestmark = pytest.mark.anyio
 
@@ -206,8 +207,6 @@ async def test_a_neighbour_that_never_backs_off_costs_a_few_429s_over_many_windo
 
 
 def test_probing_above_repeated_429s_slows_down_after_each() -> None:
-    from sora2_async._ceiling import Ceiling
-
     window = 3600.0
     ceiling = Ceiling(100, window)
     refused: list[float] = []
@@ -224,16 +223,20 @@ def test_probing_above_repeated_429s_slows_down_after_each() -> None:
     assert refused[-1] - refused[-2] <= 40 * window, refused  # and it still probes
 
 
-def test_a_probe_that_held_while_we_used_less_is_no_news() -> None:
-    """A probe holds a window of low demand: when demand comes back and meets the neighbour
-    where it was, the 429 is a repeat (the probing stays slow), not a fresh start."""
-    from sora2_async._ceiling import Ceiling
-
+def refused_at_41_twice_then_a_probe_held() -> tuple[Ceiling, float, float]:
+    """A 100/h ceiling refused at 41, and again at its first probe; 20 windows later (eight
+    below 41, a probe, and it held) it has climbed. Returns it, the window, and that time."""
     window = 3600.0
     ceiling = Ceiling(100, window)
     ceiling.lower(0.0, ours=41, seen_for=window, retry_after=None)
     ceiling.lower(3 * window, ours=41, seen_for=window, retry_after=None)  # the probe failed
-    later = 3 * window + 20 * window  # eight windows below 41, a probe, and it held: a climb
+    return ceiling, window, 3 * window + 20 * window
+
+
+def test_a_probe_that_held_while_we_used_less_is_no_news() -> None:
+    """A probe holds a window of low demand: when demand comes back and meets the neighbour
+    where it was, the 429 is a repeat (the probing stays slow), not a fresh start."""
+    ceiling, window, later = refused_at_41_twice_then_a_probe_held()
     assert ceiling.at(later) > 41
     ceiling.lower(later, ours=41, seen_for=window, retry_after=None)  # met it at 41 again
     # A repeat: past the climb back to 40, the next probe is 32 windows away, not one.
@@ -243,13 +246,7 @@ def test_a_probe_that_held_while_we_used_less_is_no_news() -> None:
 def test_a_429_past_where_the_last_came_learns_afresh() -> None:
     """A probe held and the climb went past the old level before the next 429: the
     neighbour shrank, so the new level is learnt like the first (a probe a window later)."""
-    from sora2_async._ceiling import Ceiling
-
-    window = 3600.0
-    ceiling = Ceiling(100, window)
-    ceiling.lower(0.0, ours=41, seen_for=window, retry_after=None)
-    ceiling.lower(3 * window, ours=41, seen_for=window, retry_after=None)
-    later = 3 * window + 20 * window
+    ceiling, window, later = refused_at_41_twice_then_a_probe_held()
     ceiling.lower(later, ours=80, seen_for=window, retry_after=None)  # it holds 21 now
     assert ceiling.at(later + window) == 79  # below where this 429 came, not below 41
     assert ceiling.at(later + 2 * window) == 80  # and probed after one window there
@@ -321,7 +318,6 @@ def test_extra_polls_are_bounded_per_video_unless_the_policy_lifts_the_bound() -
 def test_the_ceiling_recovers_in_bounded_time_after_many_repeated_429s() -> None:
     """However many 429s came in a row, once they stop the ceiling climbs back to the limit
     within a bounded number of windows (a neighbour that left is noticed)."""
-    from sora2_async._ceiling import Ceiling
 
     window = 3600.0
     ceiling = Ceiling(100, window)
