@@ -13,8 +13,9 @@ each time we probe where it is, so a day of windows pays three 429s in all (one 
 was found, one where the climb back met it, one probe) rather than one every other window.
 A probe that holds for a whole window ends the learning: the neighbour shrank or left, and
 the climb goes on to the configured limit (within about 32 + 20 windows however long it
-was there). The level is kept in memory only: a shared store rebuilds a ceiling from
-``lowered`` and starts afresh.
+was there). What it learnt is four numbers (:attr:`Ceiling.state`): a shared store keeps
+them, so every process of a key probes by the same count and a restart forgets nothing
+(``redis/admission.lua`` does the same arithmetic; ``tests/test_redis_script.py`` compares).
 """
 
 from __future__ import annotations
@@ -44,18 +45,23 @@ class Ceiling:
         *,
         lowered_to: int | None = None,
         lowered_at: float = -math.inf,
+        failed: int | None = None,
+        repeats: int = 0,
     ) -> None:
         self._configured = configured
         self._window = window
         self._lowered_to = configured if lowered_to is None else lowered_to
         self._lowered_at = lowered_at
-        self._failed = configured  # the limit in force when the last 429 came
-        self._repeats = 0  # 429s in a row, none of our probes holding in between
+        # The limit in force when the last 429 came, and 429s in a row with none of our
+        # probes holding in between.
+        self._failed = configured if failed is None else failed
+        self._repeats = repeats
 
     @property
-    def lowered(self) -> tuple[int, float]:
-        """``(lowered_to, lowered_at)``: what a shared store keeps to rebuild it."""
-        return self._lowered_to, self._lowered_at
+    def state(self) -> tuple[int, float, int, int]:
+        """``(lowered_to, lowered_at, failed, repeats)``: what a shared store keeps, and
+        gives back to the constructor, to rebuild it."""
+        return self._lowered_to, self._lowered_at, self._failed, self._repeats
 
     def __repr__(self) -> str:
         return f"<Ceiling {self._lowered_to}/{self._configured} per {self._window:g}s>"

@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS ceiling (
     id INTEGER PRIMARY KEY CHECK (id = 1), lowered_to INTEGER, lowered_at REAL NOT NULL,
     blocked_until REAL NOT NULL, rate_limited INTEGER NOT NULL);
 INSERT OR IGNORE INTO ceiling VALUES (1, NULL, -1e308, -1e308, 0);
+CREATE TABLE IF NOT EXISTS ceiling_learnt (
+    id INTEGER PRIMARY KEY CHECK (id = 1), failed INTEGER, repeats INTEGER NOT NULL);
+INSERT OR IGNORE INTO ceiling_learnt VALUES (1, NULL, 0);
 INSERT OR IGNORE INTO meta VALUES ('format', 'sora2-async budget 1');
 """,
     error=BudgetStoreError,

@@ -49,14 +49,19 @@ class _View:
     def __init__(self, db: sqlite3.Connection, now: float, limiter: SQLiteLimiter) -> None:
         self._db = db
         self.now = now
-        lowered_to, lowered_at, self.blocked_until, self.rate_limited = db.execute(
-            "SELECT lowered_to, lowered_at, blocked_until, rate_limited FROM ceiling"
+        # ``ceiling_learnt`` came in a later version (a table, not new columns, so that a
+        # file made before opens as it is and gets it from the schema's IF NOT EXISTS).
+        lowered_to, lowered_at, self.blocked_until, self.rate_limited, failed, repeats = db.execute(
+            "SELECT lowered_to, lowered_at, blocked_until, rate_limited, failed, repeats "
+            "FROM ceiling, ceiling_learnt"
         ).fetchone()
         self.ceiling = Ceiling(
             limiter.rate_limit.requests,
             limiter._window,
             lowered_to=lowered_to,
             lowered_at=lowered_at,
+            failed=failed,
+            repeats=repeats,
         )
         self.limit = self.ceiling.at(now)
         self.rises_at = self.ceiling.next_rise(now)
@@ -270,7 +275,7 @@ class SQLiteLimiter(QueuedLimiter):
             ours = view.later(now) - int(refused) + 1
             ceiling = view.ceiling
             ceiling.lower(now, ours=ours, seen_for=seen_for, retry_after=retry_after)
-            lowered_to, lowered_at = ceiling.lowered
+            lowered_to, lowered_at, failed, repeats = ceiling.state
             blocked = view.blocked_until
             if retry_after is not None:
                 blocked = max(blocked, now + retry_after)
@@ -279,6 +284,7 @@ class SQLiteLimiter(QueuedLimiter):
                 "rate_limited = rate_limited + 1",
                 (lowered_to, lowered_at, blocked),
             )
+            db.execute("UPDATE ceiling_learnt SET failed = ?, repeats = ?", (failed, repeats))
 
         if not self._closed:
             await self._transact(work)

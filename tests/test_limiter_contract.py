@@ -783,6 +783,46 @@ async def test_the_limit_comes_back_even_when_nobody_looks(store: Stores) -> Non
     assert (await lim.snapshot()).limit == 9
 
 
+async def refused_after(run: Run, at: float, answered: int) -> None:
+    """``answered`` requests a second apart from ``at``, then one refused: a neighbour holds
+    the rest of the server's window (here: 5 of ours in it, so it holds at least 6 of 10)."""
+    for i in range(answered):
+        await run.request(("answered", at, i), at=at + i)
+    await run.request(("refused", at), at=at + answered, refused=True)
+
+
+async def test_the_climb_back_stops_below_where_the_429_came_and_probes_there_a_window_on(
+    store: Stores,
+) -> None:
+    """Every store keeps what the ceiling learnt, not only the lowered limit: refused with 5
+    of ours in the window, the limit climbs to 4, probes 5 a window later, and a window of
+    that holding ends the learning. (A shared store that kept only the lowered limit went
+    on to 8, where the neighbour refuses again.)"""
+    lim = store.make(limit=10, per=100.0)
+    run = Run(lim)
+    await refused_after(run, 0.0, answered=4)  # at 4: lowered to half of our 5
+    for at, limit in [(50.0, 2), (103.0, 2), (105.0, 4), (203.0, 4), (205.0, 5), (303.0, 5)]:
+        await run.until(at)
+        assert (await lim.snapshot()).limit == limit, at
+    await run.until(305.0)  # the probe held a whole window: the neighbour shrank or left
+    assert (await lim.snapshot()).limit == 10
+
+
+async def test_a_429_at_the_probe_makes_the_next_probe_wait_eight_windows(store: Stores) -> None:
+    lim = store.make(limit=10, per=100.0)
+    run = Run(lim)
+    await refused_after(run, 0.0, answered=4)
+    await run.until(205.0)
+    assert (await lim.snapshot()).limit == 5  # the probe ...
+    await refused_after(run, 205.0, answered=4)  # ... refused at 209, where the first 429 came
+    for at, limit in [(250.0, 2), (308.0, 2), (310.0, 4), (1108.0, 4), (1110.0, 5)]:
+        await run.until(at)
+        assert (await lim.snapshot()).limit == limit, at
+    # A restarted process (another owner of the store, made now) goes on from what it learnt.
+    other = store.other_owner(lim)
+    assert (await other.snapshot()).limit == 5
+
+
 async def test_a_429_extrapolates_the_others_over_the_span_our_log_covers(store: Stores) -> None:
     lim = store.make(limit=100, per=3600.0)
     run = Run(lim)

@@ -5,8 +5,9 @@ The Python side is the SQLite store: the rule of ``_admission`` and the arithmet
 at the same instants (a hand-moved clock, so Redis's ``TIME`` is replaced by the test's):
 admissions of polls and submissions (with and without a promised poll, with rivals waiting),
 extra polls, answers (429s with and without ``Retry-After``), promises and releases, and time
-passing. After every step the two must agree on the decision (admitted, or when to look
-again) and on the snapshot. A real ``redis-server`` runs the script.
+passing (seconds, or whole windows: the ceiling's climb back and its probes). After every
+step the two must agree on the decision (admitted, or when to look again) and on the
+snapshot. A real ``redis-server`` runs the script.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ operation = st.one_of(
     st.tuples(st.just("promise"), st.floats(0.0, 120.0)),
     st.tuples(st.just("release")),
     st.tuples(st.just("wait"), st.floats(0.0, 25.0)),
+    # whole windows pass: the ceiling climbs back, probes where the 429s came, learns
+    st.tuples(st.just("windows"), st.integers(1, 12)),
     # many answered polls in a moment, the last maybe refused: a full window, then a 429
     st.tuples(st.just("burst"), st.integers(1, 14), st.booleans()),
 )
@@ -81,7 +84,7 @@ def state_of(lim: Any) -> tuple[object, ...]:
 
 
 @settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -92,6 +95,15 @@ def state_of(lim: Any) -> tuple[object, ...]:
     per=60.0,
     starve_after=40.0,
     ops=[("burst", 2, False), ("promise", 5.0), ("attempt", GENERATE, 100.0, [])],
+)
+# Refused with 5 of ours in the window: the climb stops at 4, probes 5 a window later, and
+# refused there again it waits 8 windows for the next probe (a script that kept only the
+# lowered limit climbed on to 8).
+@example(
+    limit=10,
+    per=30.0,
+    starve_after=40.0,
+    ops=[("burst", 5, True), ("windows", 2), ("burst", 5, True), ("windows", 1), ("windows", 8)],
 )
 @given(
     limit=st.integers(1, 14),
@@ -135,11 +147,10 @@ async def test_the_script_decides_as_the_python_rule(
     try:
         for step, op in enumerate(ops):
             name = op[0]
-            if name == "wait":
-                clock.now += op[1]
-                got = [await s.snapshot() for s in stores]
-                continue
-            if name == "burst":
+            if name in ("wait", "windows"):
+                clock.now += op[1] * per if name == "windows" else op[1]
+                got = [None, None]  # the states are compared below
+            elif name == "burst":
                 for i in range(op[1]):
                     me = Contender(POLL, clock.now)
                     burst = [await s._attempt(me, []) for s in stores]

@@ -173,6 +173,30 @@ async def test_reopening_the_file_starts_from_what_it_holds(owners: Owners) -> N
     assert await run.request("poll") == near(23.0)
 
 
+@pytest.mark.anyio
+async def test_a_file_from_before_the_ceiling_kept_what_it_learnt_opens_and_learns(
+    owners: Owners,
+) -> None:
+    """Files made by 0.1's first releases have no ``ceiling_learnt`` table: opening one adds
+    it (the schema's ``IF NOT EXISTS``), and what was in the file stays."""
+    first = owners(limit=10, per=100.0)
+    await Run(first).request("poll")
+    await first.aclose()
+    db = sqlite3.connect(owners.path)
+    db.execute("DROP TABLE ceiling_learnt")  # as such a file is
+    db.commit()
+    db.close()
+    again = owners(limit=10, per=100.0)
+    run = Run(again)
+    assert (await again.snapshot()).used == 1
+    for i in range(3):
+        await run.request(i, at=float(i))
+    await run.request("refused", at=4.0, refused=True)  # 5 of ours in the window: down to 2
+    await run.until(250.0)
+    # The climb stops below where the 429 came (a slot below our 5) and probes there.
+    assert (await again.snapshot()).limit == 5
+
+
 # -- two owners of one file ----------------------------------------------------------------
 
 

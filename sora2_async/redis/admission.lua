@@ -12,7 +12,7 @@
 --   4 counts    HASH  owner -> live leases
 --   5 leases    HASH  lease id -> owner
 --   6 fronts    HASH  owner|kind -> since|promise|alive until (waiting queue fronts)
---   7 ceiling   HASH  lowered_to, lowered_at, blocked_until, rate_limited
+--   7 ceiling   HASH  lowered_to, lowered_at, failed, repeats, blocked_until, rate_limited
 --   8 epoch     STRING the store's identity: gone after a restart that lost the data
 --   9 dues      ZSET  lease id -> when its poll falls due (the same leases as 5, by due, so
 --                     that a submission reads only the ones due before its own)
@@ -60,11 +60,15 @@ end
 
 -- The limit after 429s ----------------------------------------------------------------------
 
-local c = redis.call('HMGET', K_CEILING, 'lowered_to', 'lowered_at', 'blocked_until', 'rate_limited')
+local c = redis.call('HMGET', K_CEILING, 'lowered_to', 'lowered_at', 'blocked_until',
+                     'rate_limited', 'failed', 'repeats')
 local lowered_to = num(c[1], configured)
 local lowered_at = num(c[2], -INF)
 local blocked_until = num(c[3], -INF)
 local rate_limited = num(c[4], 0)
+local failed = num(c[5], configured)  -- the limit in force when the last 429 came
+local repeats = num(c[6], 0)  -- 429s in a row, none of our probes holding in between
+local PROBE_EVERY = {1, 8, 32}  -- as _ceiling._PROBE_EVERY
 
 local function windows_since(at)
   local k = math.floor((at - lowered_at) / window)
@@ -74,15 +78,30 @@ local function windows_since(at)
   return k
 end
 
-local function ceiling_at(at)
+-- Ceiling._replay: the limit at `at`, and whether the learning has ended by then
+local function replay(at)
   local value = lowered_to
-  if value >= configured then return configured end
+  if value >= configured then return configured, true end
+  local cap = math.max(1, failed - 1)  -- the climb stops below where the last 429 came
+  local every = PROBE_EVERY[math.min(math.max(1, repeats), #PROBE_EVERY)]
+  local held, waited = false, 0
   for _ = 1, windows_since(at) do
-    if 2 * value <= configured then value = value * 2 else value = value + 1 end
-    if value > configured then value = configured end
-    if value == configured then break end
+    if value >= failed then held, cap = true, configured end  -- a probe held a window
+    if 2 * value <= configured and value < cap then
+      value = math.min(cap, 2 * value)
+    elseif value < cap then
+      value = value + 1
+    else
+      waited = waited + 1
+      if waited % every == 0 then value = math.min(configured, value + 1) end
+    end
+    if value == configured then return value, true end
   end
-  return value
+  return value, held
+end
+
+local function ceiling_at(at)
+  return (replay(at))
 end
 
 local function next_rise(at)
@@ -360,7 +379,14 @@ elseif op == 'stamp' then
       redis.call('ZREMRANGEBYSCORE', K_REFUSED, '-inf', fmt(now + EPS))  -- as later() counts
       local ours = later(now) - redis.call('ZCARD', K_REFUSED) + 1
       local retry_after = num(ARGV[14], nil)
-      local current = ceiling_at(now)
+      local current, ended = replay(now)
+      -- Ceiling.lower: learn afresh, count a repeat, or (a request sent before the limit
+      -- came down) learn nothing
+      if repeats == 0 or (ended and ours > failed) then
+        failed, repeats = math.min(current, ours), 1
+      elseif now - lowered_at > window / 120 and ours <= current then
+        failed, repeats = math.min(current, ours), repeats + 1
+      end
       local lowered
       if retry_after ~= nil then
         lowered = current - 1
@@ -375,6 +401,7 @@ elseif op == 'stamp' then
       if retry_after ~= nil then blocked_until = math.max(blocked_until, now + retry_after) end
       rate_limited = rate_limited + 1
       redis.call('HSET', K_CEILING, 'lowered_to', lowered_to, 'lowered_at', fmt(lowered_at),
+                 'failed', failed, 'repeats', repeats,
                  'blocked_until', fmt(blocked_until), 'rate_limited', rate_limited)
       limit, rises_at = ceiling_at(now), next_rise(now)
     end
