@@ -1,10 +1,11 @@
 """The scheduler at any scale: issue 11's grid, the SDK against the offline oracle.
 
 ``python -m benchmarks.grid [--limits 10,100] [--sizes 0.1,1] [--durations priors,long]
-[--arrivals batch,poisson,bursts] [--neighbours none,20,60] [--max-videos 2000]`` runs every
-cell of the grid in virtual time (trio's ``MockClock``, deterministic scheduling) against a
-fresh :class:`~sora2_async.testing.Simulator` and prints one JSON line per cell, then a
-markdown table. A cell is:
+[--arrivals batch,poisson,bursts] [--neighbours none,20,60] [--max-videos 2000]
+[--store memory|sqlite]`` runs every cell of the grid in virtual time (trio's
+``MockClock``, deterministic scheduling) against a fresh
+:class:`~sora2_async.testing.Simulator` and prints one JSON line per cell, then a markdown
+table. A cell is:
 
 * a **limit** per hour (the server's, and the SDK's configured budget);
 * a **size**: videos as a multiple of the limit (capped at ``--max-videos``, said so);
@@ -19,6 +20,9 @@ markdown table. A cell is:
 Measured per cell: requests per video (ours), our 429s, the worst and p95 detection delay,
 makespan over the floor (the (2N)th request under our share of the limit, or the last
 arrival plus the longest video) and over the offline oracle's (``oracle.py``).
+
+The budget is the memory store unless ``--store sqlite`` puts it in a SQLite file (in a
+temporary folder, on the same virtual clock): the same rule, through rows.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import math
 import random
 import statistics
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -39,7 +45,7 @@ import httpx
 import trio
 import trio.testing
 
-from sora2_async import RateLimit, Sora2Client, Sora2Error, VideoRequest
+from sora2_async import Limiter, RateLimit, Sora2Client, Sora2Error, SQLiteLimiter, VideoRequest
 from sora2_async.testing import Durations, RateLimitPolicy, Simulator
 
 from .oracle import oracle
@@ -169,7 +175,12 @@ async def _neighbour(http: httpx.AsyncClient, share: float, limit: int) -> None:
         await anyio.sleep(every)
 
 
-async def _drive(cell: Cell, times: Sequence[float]) -> tuple[Simulator, dict[str, Any]]:
+STORES = ("memory", "sqlite")
+
+
+async def _drive(
+    cell: Cell, times: Sequence[float], store: str
+) -> tuple[Simulator, dict[str, Any]]:
     sim = Simulator(
         seed=cell.seed,
         rate_limit=RateLimitPolicy(requests=cell.limit, per=WINDOW),
@@ -188,13 +199,25 @@ async def _drive(cell: Cell, times: Sequence[float]) -> tuple[Simulator, dict[st
     share = NEIGHBOUR_SHARE[cell.neighbour]
     start = anyio.current_time()
     async with (
+        contextlib.AsyncExitStack() as stack,
         httpx.AsyncClient(transport=sim.transport()) as other_http,
         httpx.AsyncClient(transport=sim.transport(), event_hooks={"response": [count]}) as http,
         anyio.create_task_group() as outer,
     ):
+        budget: RateLimit | Limiter = RateLimit(cell.limit)
+        if store == "sqlite":
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            budget = SQLiteLimiter(
+                Path(folder) / "budget.sqlite",
+                rate_limit=RateLimit(cell.limit),
+                clock=anyio.current_time,
+                in_thread=False,  # a worker thread would let the virtual clock jump
+                recheck=math.inf,  # one owner: nobody else's changes to look for
+            )
+            stack.push_async_callback(budget.aclose)
         if share:
             outer.start_soon(_neighbour, other_http, share, cell.limit)
-        async with Sora2Client(KEY, http_client=http, rate_limit=RateLimit(cell.limit)) as c:
+        async with Sora2Client(KEY, http_client=http, rate_limit=budget) as c:
             requests = [VideoRequest(f"grid video {i}") for i in range(len(times))]
 
             def note(prompt: str, task_id: str | None) -> None:
@@ -225,17 +248,19 @@ async def _drive(cell: Cell, times: Sequence[float]) -> tuple[Simulator, dict[st
     return sim, {"seen": seen, "delivered": delivered, **ours}
 
 
-def run_cell(cell: Cell) -> CellResult:
+def run_cell(cell: Cell, store: str = "memory") -> CellResult:
     """Run one cell in a fresh ``trio.run`` on a ``MockClock``, deterministically."""
     with _deterministic_trio(cell.seed):
-        return trio.run(measure, cell, clock=trio.testing.MockClock(autojump_threshold=0))
+        return trio.run(measure, cell, store, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-async def measure(cell: Cell) -> CellResult:
+async def measure(cell: Cell, store: str = "memory") -> CellResult:
     """Run one cell in the current event loop (virtual time under the test clocks) and
-    measure it and the oracle."""
+    measure it and the oracle; the budget in ``store`` (one of :data:`STORES`)."""
+    if store not in STORES:
+        raise ValueError(f"store must be one of {STORES}, not {store!r}")
     times = cell.times()
-    sim, got = await _drive(cell, times)
+    sim, got = await _drive(cell, times, store)
     records = [r for r in sim.tasks.values() if r.prompt.startswith("grid video")]
     delivered: dict[str, float] = got["delivered"]
     ends = {r.task_id: r.completes_at for r in records}
@@ -304,10 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arrivals", default="batch,poisson,bursts")
     parser.add_argument("--neighbours", default="none,20,60")
     parser.add_argument("--max-videos", type=int, default=2000)
+    parser.add_argument("--store", choices=STORES, default="memory")
     args = parser.parse_args(argv)
     rows = []
     for cell in grid(args):
-        result = run_cell(cell)
+        result = run_cell(cell, args.store)
         print(json.dumps(result.as_json()), file=sys.stderr, flush=True)
         rows.append(_cell_line(result))
     print(
