@@ -277,7 +277,10 @@ async def test_many_workers_take_videos_at_once_once_each_and_answer_for_all(
         async with anyio.create_task_group() as group:  # the repeats, once the first landed
             for i in range(DISTINCT):
                 group.start_soon(post, i)
-    assert slowest < 1.0, f"a POST took {slowest:.2f} s"
+    # A POST answers at once, never waiting for its generate: the budget binds (120 requests
+    # for 100 a window), so the last generates wait for the window to free, 15 s from the
+    # first. A third of that is far from both (a loaded CI machine took 1.35 s).
+    assert slowest < 3600.0 / SCALE / 3, f"a POST took {slowest:.2f} s"
     assert all(len(set(got)) == 1 for got in ids.values()), ids  # repeats: the same id
     elsewhere = sum(len(set(pair)) == 2 for pair in takers.values())
     assert elsewhere >= 1  # some repeats reached another worker than their first POST
