@@ -116,10 +116,12 @@ class Ceiling:
         """Account for a 429 at ``now``, while our window held ``ours`` (the refused one too).
 
         ``ours`` leaves out our earlier 429s still in the window. The budget counts each as
-        spent, but a server that did not count it frees nothing when it leaves our window:
-        counted here, every 429 would let one more request into a full server window a window
-        later (a 429 every few milliseconds at the turn of a window beside a neighbour that
-        never backs off). Left out, the limit in force is that much lower.
+        spent; whether the server does is not documented (the simulator does by default).
+        Left out, the others' share comes out the larger of the two readings, so the limit
+        is right for a server that does not count them and a little low for one that does;
+        counted, every 429 of ours would, against the first kind, let one more request into
+        a full server window as it left ours (a 429 every few milliseconds at the turn of a
+        window beside a neighbour that never backs off).
 
         With ``Retry-After`` the server says when it frees: it is trusted, and one slot goes.
         Without, the server's window is full while ours holds ``ours``, so others hold at

@@ -875,8 +875,9 @@ async def test_a_429_counts_what_the_server_counts_of_ours_not_our_earlier_429s(
     store: Stores,
 ) -> None:
     """Our earlier 429s still in the window are left out of what the server holds of ours:
-    it did not count them, and counted they would let one more request into its full window
-    each time one leaves ours (a 429 every few ms at the turn of a window, in the grid)."""
+    a server that did not count them would, were they counted, let one more request into
+    its full window each time one leaves ours (a 429 every few ms at the turn of a window);
+    one that did is read a little conservatively."""
     lim = store.make(limit=10, per=100.0)
     run = Run(lim)
     for i in range(5):
