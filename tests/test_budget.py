@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import random
-import time
 
 import anyio
 import pytest
 
-from sora2_async._budget import RateLimit, SlidingWindowLimiter, _View
+from sora2_async._admission import Contender
+from sora2_async._budget import Permit, RateLimit, SlidingWindowLimiter, _View
 from sora2_async._limits import Lease
 from tests.limiter_helpers import GENERATE, POLL, Run, extra, near, real_time_limit
 
@@ -181,21 +181,29 @@ def test_rate_limit_refuses_what_admits_nothing(kwargs: dict[str, float], field:
 # -- load ----------------------------------------------------------------------------------
 
 
+class CountingLimiter(SlidingWindowLimiter):
+    """Counts how often the rule is asked: what a queue of waiters costs, in calls."""
+
+    attempts = 0
+
+    async def _attempt(self, me: Contender, rivals: list[Contender]) -> Permit | float:
+        self.attempts += 1
+        return await super()._attempt(me, rivals)
+
+
 @pytest.mark.anyio
 async def test_two_thousand_waiters_finish_in_bounded_time_in_priority_order() -> None:
     per, margin = 3600.0, 2.0
     window = per + margin
-    lim = limiter(limit=100, per=per, margin=margin, starve_after=1e9)
+    lim = CountingLimiter(RateLimit(100, per=per), margin=margin, starve_after=1e9)
     run = Run(lim)
     for i in range(100):
         await run.request(("fill", i))  # the window is full until `window`
-    started = time.perf_counter()
     with real_time_limit(10), anyio.fail_after(21 * window):
         async with anyio.create_task_group() as tg:
             for i in range(2000):
                 kind = POLL if i % 2 else GENERATE
                 run.start(tg, (kind, i), kind, at=1.0 + i / 1000)
-    elapsed = time.perf_counter() - started
 
     served = run.order[100:]
     polls = [(POLL, i) for i in range(1, 2000, 2)]
@@ -204,4 +212,6 @@ async def test_two_thousand_waiters_finish_in_bounded_time_in_priority_order() -
     for j, name in enumerate(served):  # a hundred per window, each the moment it frees
         assert run.admitted[name] == near((1 + j // 100) * window), name
     assert run.now() == near(20 * window)
-    assert elapsed < 3.0, f"{elapsed:.2f} s of real time for 2,000 waiters"
+    # Only the two fronts ask the rule, each a few times: linear in the waiters (a queue that
+    # woke every waiter on each change asked ~2,000 times per admission, millions in all).
+    assert lim.attempts <= 3 * 2100, lim.attempts
