@@ -13,8 +13,9 @@ each time we probe where it is, so a day of windows pays three 429s in all (one 
 was found, one where the climb back met it, one probe) rather than one every other window.
 A probe that holds for a whole window ends the learning: the neighbour shrank or left, and
 the climb goes on to the configured limit (within about 32 + 20 windows however long it
-was there). What it learnt is four numbers (:attr:`Ceiling.state`): a shared store keeps
-them, so every process of a key probes by the same count and a restart forgets nothing
+was there). A 429 more than 64 windows after the last is learnt afresh. What it learnt is
+four numbers (:attr:`Ceiling.state`): a shared store keeps them, so every process of a key
+probes by the same count and a process that restarts forgets nothing
 (``redis/admission.lua`` does the same arithmetic; ``tests/test_redis_script.py`` compares).
 """
 
@@ -27,6 +28,10 @@ __all__ = ["Ceiling"]
 # Windows spent one slot below where the 429s came before the next probe there, by how many
 # came in a row: 1, then 8, then 32 for good (a neighbour that left is noticed within 32).
 _PROBE_EVERY = (1, 8, 32)
+# Windows after the last 429 past which the next is learnt afresh, whatever came before: the
+# neighbour it counted is old news (a shared store keeps the count for good otherwise, and a
+# 429 a month on would wait 32 windows for its first probe).
+_FORGET_AFTER = 64
 
 
 def _probe_every(repeats: int) -> int:
@@ -131,8 +136,10 @@ class Ceiling:
         """
         current, ended = self._replay(now)
         # Learn afresh after the first 429, or once we got past where the last one came (a
-        # probe that held while we used less than it proves nothing: that is a repeat).
-        if self._repeats == 0 or (ended and ours > self._failed):
+        # probe that held while we used less than it proves nothing: that is a repeat), or
+        # long after the last.
+        stale = now - self._lowered_at > _FORGET_AFTER * self._window
+        if self._repeats == 0 or stale or (ended and ours > self._failed):
             self._failed, self._repeats = min(current, ours), 1
         elif now - self._lowered_at > self._window / 120 and ours <= current:
             # Again, and not the same burst: not a request sent before the limit came down

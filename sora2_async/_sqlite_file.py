@@ -53,8 +53,9 @@ CREATE TABLE IF NOT EXISTS ceiling (
     blocked_until REAL NOT NULL, rate_limited INTEGER NOT NULL);
 INSERT OR IGNORE INTO ceiling VALUES (1, NULL, -1e308, -1e308, 0);
 CREATE TABLE IF NOT EXISTS ceiling_learnt (
-    id INTEGER PRIMARY KEY CHECK (id = 1), failed INTEGER, repeats INTEGER NOT NULL);
-INSERT OR IGNORE INTO ceiling_learnt VALUES (1, NULL, 0);
+    id INTEGER PRIMARY KEY CHECK (id = 1), failed INTEGER, repeats INTEGER NOT NULL,
+    learnt_at REAL);
+INSERT OR IGNORE INTO ceiling_learnt VALUES (1, NULL, 0, NULL);
 INSERT OR IGNORE INTO meta VALUES ('format', 'sora2-async budget 1');
 """,
     error=BudgetStoreError,

@@ -51,10 +51,13 @@ class _View:
         self.now = now
         # ``ceiling_learnt`` came in a later version (a table, not new columns, so that a
         # file made before opens as it is and gets it from the schema's IF NOT EXISTS).
-        lowered_to, lowered_at, self.blocked_until, self.rate_limited, failed, repeats = db.execute(
-            "SELECT lowered_to, lowered_at, blocked_until, rate_limited, failed, repeats "
-            "FROM ceiling, ceiling_learnt"
+        row = db.execute(
+            "SELECT lowered_to, lowered_at, blocked_until, rate_limited, failed, repeats, "
+            "learnt_at FROM ceiling LEFT JOIN ceiling_learnt USING (id)"
         ).fetchone()
+        lowered_to, lowered_at, self.blocked_until, self.rate_limited, failed, repeats = row[:6]
+        if row[6] != lowered_at:  # lowered since by a version that keeps no learning
+            failed, repeats = None, 0
         self.ceiling = Ceiling(
             limiter.rate_limit.requests,
             limiter._window,
@@ -284,7 +287,10 @@ class SQLiteLimiter(QueuedLimiter):
                 "rate_limited = rate_limited + 1",
                 (lowered_to, lowered_at, blocked),
             )
-            db.execute("UPDATE ceiling_learnt SET failed = ?, repeats = ?", (failed, repeats))
+            db.execute(
+                "UPDATE ceiling_learnt SET failed = ?, repeats = ?, learnt_at = ?",
+                (failed, repeats, lowered_at),
+            )
 
         if not self._closed:
             await self._transact(work)

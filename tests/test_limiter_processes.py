@@ -103,6 +103,9 @@ def test_a_batch_killed_and_restarted_at_once_gets_no_429_and_pays_nothing_twice
         seen = sim.stats().tasks_by_prompt
         assert all(seen.get(prompt, 0) <= 1 for prompt in uncertain)
         never_sent = [prompt for prompt in uncertain if prompt not in seen]
+        # A batch submits one request at a time: one intent at most can be caught before
+        # its bytes (an intent written at admission, or earlier, would leave more).
+        assert len(never_sent) <= 1, never_sent
         again = start_batch(base_url, tmp_path, SCALE, *limit)
         codes = finish([again], timeout=120)
         assert uncertain or codes == [0]

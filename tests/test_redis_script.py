@@ -105,6 +105,44 @@ def state_of(lim: Any) -> tuple[object, ...]:
     starve_after=40.0,
     ops=[("burst", 5, True), ("windows", 2), ("burst", 5, True), ("windows", 1), ("windows", 8)],
 )
+# Refused at the probe's level after it held a window (ended, ours == failed): a repeat.
+@example(
+    limit=10,
+    per=30.0,
+    starve_after=40.0,
+    ops=[("burst", 5, True), ("windows", 3), ("burst", 5, True), ("windows", 2)],
+)
+# Refused with a short Retry-After, then again 0.4 s later (between per / 120 and per / 60)
+# under the lowered limit: a repeat, so the probe waits 8 windows, not one.
+@example(
+    limit=10,
+    per=30.0,
+    starve_after=40.0,
+    ops=[
+        ("burst", 4, False),
+        ("attempt", POLL, None, []),
+        ("stamp", True, 0.1),
+        ("wait", 0.4),
+        ("attempt", POLL, None, []),
+        ("stamp", True, None),
+        ("windows", 2),
+    ],
+)
+# A 429 long after the last (more than 64 windows), below where it came: learnt afresh.
+@example(
+    limit=10,
+    per=30.0,
+    starve_after=40.0,
+    ops=[
+        ("burst", 5, True),
+        ("windows", 2),
+        ("burst", 5, True),
+        *[("windows", 12)] * 6,
+        ("burst", 3, True),
+        ("windows", 1),
+        ("windows", 1),
+    ],
+)
 @given(
     limit=st.integers(1, 14),
     per=st.floats(5.0, 60.0),
@@ -256,3 +294,46 @@ async def test_leases_written_by_the_script_that_kept_no_dues_count_as_due_at_th
         await lim.aclose()
     assert await redis_client.zcard(key("dues")) == 0  # closing ended its leases in both
     assert list(await redis_client.hkeys(key("leases"))) == [b"old-l1"]
+
+
+async def test_a_429_written_by_a_script_that_keeps_no_learning_is_learnt_afresh(
+    redis_client: Any,
+) -> None:
+    """An older script on the same namespace lowers the limit but leaves ``failed`` and
+    ``repeats`` as they were: they belong to an earlier 429 and are not paired with this
+    one (the same rule as the SQLite store's ``learnt_at``)."""
+    import uuid
+
+    from sora2_async.redis import RedisLimiter
+
+    clock = Clock()
+    namespace = f"mixed-{uuid.uuid4().hex}"
+    lim = RedisLimiter(
+        redis_client,
+        namespace=namespace,
+        rate_limit=RateLimit(10, per=100.0),
+        margin=0.0,
+        lease_ttl=1e6,
+        recheck=1e9,
+        jitter=0.0,
+        server_clock=clock,
+    )
+    start = clock.now
+    try:
+        for i in range(5):  # 5 of ours in the window, the last refused: learnt, down to 2
+            permit = await lim._attempt(Contender(POLL, clock.now), [])
+            assert isinstance(permit, Permit)
+            if i == 4:
+                permit.rate_limited(None)
+            await lim._stamp(permit)
+            clock.now += 1.0
+        clock.now = start + 50.0  # the older script's own 429: only the limit and when
+        await redis_client.hset(
+            f"{{sora2:{namespace}}}:ceiling",
+            {"lowered_to": "2", "lowered_at": repr(clock.now)},
+        )
+        for at, limit in [(151.0, 4), (251.0, 8)]:  # climbing as that script does, past 5
+            clock.now = start + at
+            assert (await lim.snapshot()).limit == limit, at
+    finally:
+        await lim.aclose()

@@ -245,6 +245,17 @@ def test_a_probe_that_held_while_we_used_less_is_no_news() -> None:
     assert ceiling.at(later + 10 * window) == 40
 
 
+def test_a_429_long_after_the_last_learns_afresh() -> None:
+    """What the repeats counted is old news after 64 windows: a 429 then, even below where
+    the last came, is probed a window later, not 32 (a shared store keeps the count)."""
+    ceiling, window, later = refused_at_41_twice_then_a_probe_held()
+    much_later = later + 70 * window
+    assert ceiling.at(much_later) == 100
+    ceiling.lower(much_later, ours=30, seen_for=window, retry_after=None)  # below 41
+    assert ceiling.at(much_later + window) == 29  # the climb stops below 30 ...
+    assert ceiling.at(much_later + 2 * window) == 30  # ... and probes after one window
+
+
 def test_a_429_past_where_the_last_came_learns_afresh() -> None:
     """A probe held and the climb went past the old level before the next 429: the
     neighbour shrank, so the new level is learnt like the first (a probe a window later)."""

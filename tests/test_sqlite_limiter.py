@@ -174,27 +174,62 @@ async def test_reopening_the_file_starts_from_what_it_holds(owners: Owners) -> N
 
 
 @pytest.mark.anyio
+async def refused_after_four(run: Run, at: float) -> None:
+    """Four answered a second apart from ``at``, then one refused: 5 of ours in the window."""
+    for i in range(4):
+        await run.request(("answered", at, i), at=at + i)
+    await run.request(("refused", at), at=at + 4, refused=True)
+
+
+def execute(path: Path, statement: str, *args: object) -> None:
+    db = sqlite3.connect(path)
+    db.execute(statement, args)
+    db.commit()
+    db.close()
+
+
+@pytest.mark.anyio
 async def test_a_file_from_before_the_ceiling_kept_what_it_learnt_opens_and_learns(
     owners: Owners,
 ) -> None:
     """Files made by 0.1's first releases have no ``ceiling_learnt`` table: opening one adds
-    it (the schema's ``IF NOT EXISTS``), and what was in the file stays."""
+    it (the schema's ``IF NOT EXISTS``), what was in the file stays, and a 429 it holds
+    climbs back as that version's did (nothing was learnt of it); the next is learnt."""
     first = owners(limit=10, per=100.0)
-    await Run(first).request("poll")
+    run = Run(first)
+    await refused_after_four(run, 0.0)  # at 4: down to 2
     await first.aclose()
-    db = sqlite3.connect(owners.path)
-    db.execute("DROP TABLE ceiling_learnt")  # as such a file is
-    db.commit()
-    db.close()
-    again = owners(limit=10, per=100.0)
-    run = Run(again)
-    assert (await again.snapshot()).used == 1
-    for i in range(3):
-        await run.request(i, at=float(i))
-    await run.request("refused", at=4.0, refused=True)  # 5 of ours in the window: down to 2
-    await run.until(250.0)
-    # The climb stops below where the 429 came (a slot below our 5) and probes there.
-    assert (await again.snapshot()).limit == 5
+    execute(owners.path, "DROP TABLE ceiling_learnt")  # as such a file is
+    run.lim = again = owners(limit=10, per=100.0)
+    assert (await again.snapshot()).used == 5
+    for at, limit in [(105.0, 4), (205.0, 8)]:  # no cap below where it came
+        await run.until(at)
+        assert (await again.snapshot()).limit == limit, at
+    await refused_after_four(run, 205.0)  # at 209, with 5 of ours: learnt this time
+    for at, limit in [(310.0, 4), (410.0, 5)]:  # stops below 5, probes there a window on
+        await run.until(at)
+        assert (await again.snapshot()).limit == limit, at
+
+
+@pytest.mark.anyio
+async def test_a_429_written_by_a_version_that_keeps_no_learning_is_learnt_afresh(
+    owners: Owners,
+) -> None:
+    """An older process on the same file lowers the limit but leaves ``ceiling_learnt`` as
+    it was: what is there belongs to an earlier 429 and is not paired with this one."""
+    lim = owners(limit=10, per=100.0)
+    run = Run(lim)
+    await refused_after_four(run, 0.0)  # learnt: the climb would stop at 4
+    await run.until(50.0)
+    # The older version's own 429 at 50: only the lowered limit and when.
+    execute(
+        owners.path,
+        "UPDATE ceiling SET lowered_to = 2, lowered_at = ?",
+        anyio.current_time(),
+    )
+    for at, limit in [(151.0, 4), (251.0, 8)]:  # climbing as that version does, past 5
+        await run.until(at)
+        assert (await lim.snapshot()).limit == limit, at
 
 
 # -- two owners of one file ----------------------------------------------------------------

@@ -12,7 +12,8 @@
 --   4 counts    HASH  owner -> live leases
 --   5 leases    HASH  lease id -> owner
 --   6 fronts    HASH  owner|kind -> since|promise|alive until (waiting queue fronts)
---   7 ceiling   HASH  lowered_to, lowered_at, failed, repeats, blocked_until, rate_limited
+--   7 ceiling   HASH  lowered_to, lowered_at, failed, repeats, learnt_at, blocked_until,
+--                     rate_limited (learnt_at: the lowered_at that failed and repeats go with)
 --   8 epoch     STRING the store's identity: gone after a restart that lost the data
 --   9 dues      ZSET  lease id -> when its poll falls due (the same leases as 5, by due, so
 --                     that a submission reads only the ones due before its own)
@@ -61,14 +62,17 @@ end
 -- The limit after 429s ----------------------------------------------------------------------
 
 local c = redis.call('HMGET', K_CEILING, 'lowered_to', 'lowered_at', 'blocked_until',
-                     'rate_limited', 'failed', 'repeats')
+                     'rate_limited', 'failed', 'repeats', 'learnt_at')
 local lowered_to = num(c[1], configured)
 local lowered_at = num(c[2], -INF)
 local blocked_until = num(c[3], -INF)
 local rate_limited = num(c[4], 0)
 local failed = num(c[5], configured)  -- the limit in force when the last 429 came
 local repeats = num(c[6], 0)  -- 429s in a row, none of our probes holding in between
+-- lowered since by a version that keeps no learning: nothing learnt
+if c[7] ~= c[2] then failed, repeats = configured, 0 end
 local PROBE_EVERY = {1, 8, 32}  -- as _ceiling._PROBE_EVERY
+local FORGET_AFTER = 64  -- as _ceiling._FORGET_AFTER
 
 local function windows_since(at)
   local k = math.floor((at - lowered_at) / window)
@@ -382,7 +386,8 @@ elseif op == 'stamp' then
       local current, ended = replay(now)
       -- Ceiling.lower: learn afresh, count a repeat, or (a request sent before the limit
       -- came down) learn nothing
-      if repeats == 0 or (ended and ours > failed) then
+      local stale = now - lowered_at > FORGET_AFTER * window
+      if repeats == 0 or stale or (ended and ours > failed) then
         failed, repeats = math.min(current, ours), 1
       elseif now - lowered_at > window / 120 and ours <= current then
         failed, repeats = math.min(current, ours), repeats + 1
@@ -401,7 +406,7 @@ elseif op == 'stamp' then
       if retry_after ~= nil then blocked_until = math.max(blocked_until, now + retry_after) end
       rate_limited = rate_limited + 1
       redis.call('HSET', K_CEILING, 'lowered_to', lowered_to, 'lowered_at', fmt(lowered_at),
-                 'failed', failed, 'repeats', repeats,
+                 'failed', failed, 'repeats', repeats, 'learnt_at', fmt(lowered_at),
                  'blocked_until', fmt(blocked_until), 'rate_limited', rate_limited)
       limit, rises_at = ceiling_at(now), next_rise(now)
     end
