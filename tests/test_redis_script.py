@@ -63,6 +63,22 @@ async def redis_client(redis_server: Any) -> AsyncIterator[Any]:
         yield client
 
 
+def script_limiter(redis_client: Any, namespace: str, clock: Clock, rate_limit: RateLimit) -> Any:
+    """A Redis store on ``clock`` (the script's ``TIME`` replaced), without margin or jitter
+    and with leases that never lapse."""
+    from sora2_async.redis import RedisLimiter
+
+    return RedisLimiter(
+        redis_client,
+        namespace=namespace,
+        rate_limit=rate_limit,
+        margin=0.0,
+        lease_ttl=1e6,
+        jitter=0.0,
+        server_clock=clock,
+    )
+
+
 def outcome(got: Permit | float | None) -> object:
     if isinstance(got, Permit):
         return ("admitted", got.lease is not None)
@@ -253,8 +269,6 @@ async def test_leases_written_by_the_script_that_kept_no_dues_count_as_due_at_th
     is checked at the submission's own horizon only, as it was."""
     import uuid
 
-    from sora2_async.redis import RedisLimiter
-
     clock = Clock()
     namespace = f"old-{uuid.uuid4().hex}"
 
@@ -267,15 +281,7 @@ async def test_leases_written_by_the_script_that_kept_no_dues_count_as_due_at_th
     await redis_client.hset(key("leases"), {"old-l1": "old"})
     # A due whose lease that script ended (it removed only the hash's field).
     await redis_client.zadd(key("dues"), {"ended-l1": clock.now + 1.0})
-    lim = RedisLimiter(
-        redis_client,
-        namespace=namespace,
-        rate_limit=RateLimit(3, per=60.0),
-        margin=0.0,
-        lease_ttl=1e6,
-        jitter=0.0,
-        server_clock=clock,
-    )
+    lim = script_limiter(redis_client, namespace, clock, RateLimit(3, per=60.0))
     try:
         for _ in range(2):  # two polls answered now: they leave at 60
             permit = await lim._attempt(Contender(POLL, clock.now), [])
@@ -304,20 +310,9 @@ async def test_a_429_written_by_a_script_that_keeps_no_learning_is_learnt_afresh
     one (the same rule as the SQLite store's ``learnt_at``)."""
     import uuid
 
-    from sora2_async.redis import RedisLimiter
-
     clock = Clock()
     namespace = f"mixed-{uuid.uuid4().hex}"
-    lim = RedisLimiter(
-        redis_client,
-        namespace=namespace,
-        rate_limit=RateLimit(10, per=100.0),
-        margin=0.0,
-        lease_ttl=1e6,
-        recheck=1e9,
-        jitter=0.0,
-        server_clock=clock,
-    )
+    lim = script_limiter(redis_client, namespace, clock, RateLimit(10, per=100.0))
     start = clock.now
     try:
         for i in range(5):  # 5 of ours in the window, the last refused: learnt, down to 2
