@@ -204,12 +204,13 @@ async def _drive(
         httpx.AsyncClient(transport=sim.transport(), event_hooks={"response": [count]}) as http,
         anyio.create_task_group() as outer,
     ):
-        budget: RateLimit | Limiter = RateLimit(cell.limit)
+        rate_limit = RateLimit(cell.limit)
+        budget: RateLimit | Limiter = rate_limit
         if store == "sqlite":
             folder = stack.enter_context(tempfile.TemporaryDirectory())
             budget = SQLiteLimiter(
                 Path(folder) / "budget.sqlite",
-                rate_limit=RateLimit(cell.limit),
+                rate_limit=rate_limit,
                 clock=anyio.current_time,
                 in_thread=False,  # a worker thread would let the virtual clock jump
                 recheck=math.inf,  # one owner: nobody else's changes to look for

@@ -299,6 +299,14 @@ class Run:
         return scope
 
 
+async def refused_after(run: Run, at: float, answered: int) -> None:
+    """``answered`` requests a second apart from ``at``, then one refused: a neighbour holds
+    the rest of the server's window (with 4 answered, 5 of ours are in it)."""
+    for i in range(answered):
+        await run.request(("answered", at, i), at=at + i)
+    await run.request(("refused", at), at=at + answered, refused=True)
+
+
 async def extra(lim: Any) -> bool:
     """An extra poll answered at once, if the limiter lets one go now."""
     admitted = await lim.try_permit()

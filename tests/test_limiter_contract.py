@@ -35,6 +35,7 @@ from tests.limiter_helpers import (
     max_occupancy,
     near,
     real_time_limit,
+    refused_after,
 )
 
 pytestmark = pytest.mark.anyio
@@ -781,14 +782,6 @@ async def test_the_limit_comes_back_even_when_nobody_looks(store: Stores) -> Non
     assert (await lim.snapshot()).limit == 8
     await run.until(450.0)
     assert (await lim.snapshot()).limit == 9
-
-
-async def refused_after(run: Run, at: float, answered: int) -> None:
-    """``answered`` requests a second apart from ``at``, then one refused: a neighbour holds
-    the rest of the server's window (here: 5 of ours in it, so it holds at least 6 of 10)."""
-    for i in range(answered):
-        await run.request(("answered", at, i), at=at + i)
-    await run.request(("refused", at), at=at + answered, refused=True)
 
 
 async def test_the_climb_back_stops_below_where_the_429_came_and_probes_there_a_window_on(

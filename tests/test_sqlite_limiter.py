@@ -28,6 +28,7 @@ from tests.limiter_helpers import (
     max_occupancy,
     near,
     real_time_limit,
+    refused_after,
 )
 
 RECHECK = 0.25  # how soon one owner sees another's changes (virtual seconds)
@@ -174,13 +175,6 @@ async def test_reopening_the_file_starts_from_what_it_holds(owners: Owners) -> N
 
 
 @pytest.mark.anyio
-async def refused_after_four(run: Run, at: float) -> None:
-    """Four answered a second apart from ``at``, then one refused: 5 of ours in the window."""
-    for i in range(4):
-        await run.request(("answered", at, i), at=at + i)
-    await run.request(("refused", at), at=at + 4, refused=True)
-
-
 def execute(path: Path, statement: str, *args: object) -> None:
     db = sqlite3.connect(path)
     db.execute(statement, args)
@@ -197,7 +191,7 @@ async def test_a_file_from_before_the_ceiling_kept_what_it_learnt_opens_and_lear
     climbs back as that version's did (nothing was learnt of it); the next is learnt."""
     first = owners(limit=10, per=100.0)
     run = Run(first)
-    await refused_after_four(run, 0.0)  # at 4: down to 2
+    await refused_after(run, 0.0, answered=4)  # at 4: down to 2
     await first.aclose()
     execute(owners.path, "DROP TABLE ceiling_learnt")  # as such a file is
     run.lim = again = owners(limit=10, per=100.0)
@@ -205,7 +199,7 @@ async def test_a_file_from_before_the_ceiling_kept_what_it_learnt_opens_and_lear
     for at, limit in [(105.0, 4), (205.0, 8)]:  # no cap below where it came
         await run.until(at)
         assert (await again.snapshot()).limit == limit, at
-    await refused_after_four(run, 205.0)  # at 209, with 5 of ours: learnt this time
+    await refused_after(run, 205.0, answered=4)  # at 209, with 5 of ours: learnt this time
     for at, limit in [(310.0, 4), (410.0, 5)]:  # stops below 5, probes there a window on
         await run.until(at)
         assert (await again.snapshot()).limit == limit, at
@@ -219,7 +213,7 @@ async def test_a_429_written_by_a_version_that_keeps_no_learning_is_learnt_afres
     it was: what is there belongs to an earlier 429 and is not paired with this one."""
     lim = owners(limit=10, per=100.0)
     run = Run(lim)
-    await refused_after_four(run, 0.0)  # learnt: the climb would stop at 4
+    await refused_after(run, 0.0, answered=4)  # learnt: the climb would stop at 4
     await run.until(50.0)
     # The older version's own 429 at 50: only the lowered limit and when.
     execute(
