@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import anyio
@@ -127,14 +127,40 @@ class RequestRecord:
         self.attributes["sora2.outcome"] = outcome
 
 
-@contextmanager
+class _Unrecorded(RequestRecord):
+    """The record of a request nothing records: it hears of the answer and forgets it."""
+
+    __slots__ = ()
+
+    def answered(self, status_code: int | None, error: BaseException | None = None) -> None:
+        """Nothing to note."""
+
+
+_UNRECORDED = nullcontext(_Unrecorded(None, {}))
+
+
 def api_request(
     kind: str, body: Mapping[str, Any], attempt: int, budget_wait: float, limiter: Limiter
-) -> Iterator[RequestRecord]:
+) -> AbstractContextManager[RequestRecord]:
     """A span around one API request (one attempt, ``body`` its JSON), and its count in the
-    metrics; the budget's gauges as ``limiter`` saw it last."""
-    task_id = body.get("taskId") if kind == "check_status" else None
+    metrics; the budget's gauges as ``limiter`` saw it last. With nothing to record them
+    (see ``_get``), a shared no-op: not even the attributes are made."""
     got = _get()
+    if got is None:
+        return _UNRECORDED
+    return _recorded(got, kind, body, attempt, budget_wait, limiter)
+
+
+@contextmanager
+def _recorded(
+    got: _Instruments,
+    kind: str,
+    body: Mapping[str, Any],
+    attempt: int,
+    budget_wait: float,
+    limiter: Limiter,
+) -> Iterator[RequestRecord]:
+    task_id = body.get("taskId") if kind == "check_status" else None
     attributes: dict[str, Any] = {
         "sora2.request.kind": kind,
         "sora2.attempt": attempt,
@@ -142,9 +168,6 @@ def api_request(
     }
     if isinstance(task_id, str):
         attributes["sora2.task_id"] = task_id
-    if got is None:
-        yield RequestRecord(None, attributes)
-        return
     with got.tracer.start_as_current_span(
         f"sora2 {kind}", kind=trace.SpanKind.CLIENT, record_exception=True
     ) as span:

@@ -7,6 +7,7 @@ Every async test runs on asyncio and trio in virtual time (see conftest).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -105,6 +106,47 @@ async def test_user_http_client_credentials_do_not_replace_the_key(
     async with httpx.AsyncClient(**http_kwargs) as http, client(http_client=http) as c:
         await c.check_status(TASK_ID)
     assert status_route.calls.last.request.headers["Authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.anyio
+async def test_user_http_client_headers_go_along_and_their_changes_are_seen(
+    api: respx.MockRouter,
+) -> None:
+    status_route, _ = route(api, STATUS, ok(PROCESSING), ok(PROCESSING))
+    async with (
+        httpx.AsyncClient(headers={"User-Agent": "their-app/1.0", "X-Trace": "a"}) as http,
+        client(http_client=http, timeout=httpx.Timeout(7.0, connect=3.0)) as c,
+    ):
+        await c.check_status(TASK_ID)
+        http.headers["X-Trace"] = "b"  # the client's headers change between two requests
+        await c.check_status(TASK_ID)
+    first, second = (call.request for call in status_route.calls)
+    assert (first.headers["X-Trace"], second.headers["X-Trace"]) == ("a", "b")
+    for request in (first, second):
+        assert request.headers["User-Agent"] == "their-app/1.0"
+        assert request.headers["Authorization"] == f"Bearer {KEY}"
+        assert request.headers["Accept"] == "application/json"
+        assert request.headers["Content-Type"] == "application/json"
+        assert request.headers["Content-Length"] == str(len(request.content))
+        assert json.loads(request.content) == {"taskId": TASK_ID}
+        assert request.extensions["timeout"] == httpx.Timeout(7.0, connect=3.0).as_dict()
+
+
+@pytest.mark.anyio
+async def test_user_http_client_cookies_and_query_parameters_go_along(
+    api: respx.MockRouter,
+) -> None:
+    status_route, _ = route(api, STATUS, ok(PROCESSING))
+    async with (
+        httpx.AsyncClient(cookies={"session": "theirs"}, params={"tenant": "7"}) as http,
+        client(http_client=http) as c,
+    ):
+        await c.check_status(TASK_ID)
+    request = status_route.calls.last.request
+    assert request.headers["Cookie"] == "session=theirs"
+    assert request.url.params["tenant"] == "7"
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert json.loads(request.content) == {"taskId": TASK_ID}
 
 
 @pytest.mark.anyio
