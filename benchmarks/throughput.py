@@ -90,7 +90,9 @@ def http_client(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     options: dict[str, Any] = {
-        "timeout": httpx.Timeout(60.0, connect=10.0),  # thousands queue for the pool
+        # No pool timeout: thousands queue for the pool, and on a slow machine the last of
+        # 5,000 raw-per-video coroutines waited over a minute for a connection (2026-12-02).
+        "timeout": httpx.Timeout(60.0, connect=10.0, pool=None),
         "event_hooks": {"response": [count]},
     }
     if gated:
