@@ -133,6 +133,28 @@ async def test_user_http_client_headers_go_along_and_their_changes_are_seen(
 
 
 @pytest.mark.anyio
+async def test_a_hook_that_edits_one_requests_timeout_leaves_the_next_ones_alone(
+    api: respx.MockRouter,
+) -> None:
+    status_route, _ = route(api, STATUS, ok(PROCESSING), ok(PROCESSING))
+    edits = [False, True]  # popped from the end: the first request is edited, the next not
+
+    async def shorten(request: httpx.Request) -> None:
+        if edits.pop():
+            request.extensions["timeout"]["read"] = 0.5
+
+    async with (
+        httpx.AsyncClient(event_hooks={"request": [shorten]}) as http,
+        client(http_client=http, timeout=30.0) as c,
+    ):
+        await c.check_status(TASK_ID)
+        await c.check_status(TASK_ID)
+    first, second = (call.request for call in status_route.calls)
+    assert first.extensions["timeout"]["read"] == 0.5
+    assert second.extensions["timeout"] == httpx.Timeout(30.0).as_dict()
+
+
+@pytest.mark.anyio
 async def test_user_http_client_cookies_and_query_parameters_go_along(
     api: respx.MockRouter,
 ) -> None:
