@@ -155,6 +155,25 @@ async def test_a_hook_that_edits_one_requests_timeout_leaves_the_next_ones_alone
 
 
 @pytest.mark.anyio
+async def test_a_cookie_the_server_sets_goes_back_with_the_next_request(
+    api: respx.MockRouter,
+) -> None:
+    status_route = api.post(STATUS).mock(
+        side_effect=[
+            httpx.Response(200, json=PROCESSING, headers={"Set-Cookie": "__cf_bm=abc; Path=/"}),
+            httpx.Response(200, json=PROCESSING),
+        ]
+    )
+    async with client() as c:
+        await c.check_status(TASK_ID)
+        await c.check_status(TASK_ID)
+    first, second = (call.request for call in status_route.calls)
+    assert "Cookie" not in first.headers
+    assert second.headers["Cookie"] == "__cf_bm=abc"
+    assert second.headers["Authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.anyio
 async def test_user_http_client_cookies_and_query_parameters_go_along(
     api: respx.MockRouter,
 ) -> None:
