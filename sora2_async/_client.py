@@ -54,7 +54,10 @@ class Sora2Client:
             :class:`SlidingWindowLimiter` in this process, a :class:`SQLiteLimiter` for every
             process of one host. A limiter passed in is the caller's to close.
         http_client: an ``httpx.AsyncClient`` to use (and leave open); by default the client
-            makes one and closes it in :meth:`aclose`.
+            makes one and closes it in :meth:`aclose`. Its transport, pool, proxies, event
+            hooks, default headers, cookies and query parameters apply; its ``auth``,
+            ``base_url``, ``timeout`` and ``follow_redirects`` do not (the key, the API's
+            URL, ``timeout`` below, and never a redirect).
         transport: an httpx transport for the ``httpx.AsyncClient`` this client makes and
             closes (a simulator's, an ``httpx.MockTransport``); not with ``http_client``.
         timeout: seconds, or an ``httpx.Timeout`` (default: 10 s to connect, 60 s in all).
