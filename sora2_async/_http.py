@@ -119,7 +119,6 @@ class HTTPLayer:
         self._base_url = base_url
         self._owns_client = http_client is None
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
-        self._timeout_extension = self._timeout.as_dict()
         self._own_headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -248,8 +247,8 @@ class HTTPLayer:
             # The client's cookies (a server's Set-Cookie puts them there), as httpx merges
             # them: copied into the request's Cookie header.
             cookies=client.cookies if client.cookies else None,
-            # A copy each time: a hook that edits one request's timeout must not edit them all.
-            extensions={"timeout": dict(self._timeout_extension)},
+            # A dict of its own: a hook that edits one request's timeout must not edit them all.
+            extensions={"timeout": self._timeout.as_dict()},
         )
 
     def _failure(self, path: str, exc: httpx.HTTPError) -> tuple[str, Sora2Error]:

@@ -174,7 +174,6 @@ async def test_reopening_the_file_starts_from_what_it_holds(owners: Owners) -> N
     assert await run.request("poll") == near(23.0)
 
 
-@pytest.mark.anyio
 def execute(path: Path, statement: str, *args: object) -> None:
     db = sqlite3.connect(path)
     db.execute(statement, args)
