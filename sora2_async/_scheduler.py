@@ -46,7 +46,7 @@ class _NotSent(enum.Enum):
     """Why a due poll went unsent."""
 
     SKIPPED = "an extra poll the budget could not spare right now"
-    MOVED = "what its tier takes moved while it waited for its turn"
+    MOVED = "what a tier takes moved while it waited for its turn"
 
 
 class _DemandLog:
@@ -347,11 +347,13 @@ class Scheduler:
         self, watch: _Watch, *, extra: bool, planned: anyio.Event
     ) -> TaskStatus | _NotSent:
         """Send one poll of ``watch`` in its turn; ``planned``: the replan event in force
-        when it was planned (if it is set by the turn, what its tier takes moved)."""
+        when it was planned. If it is set by the turn, what some tier takes moved (the
+        event is one for all tiers: a final of another tier plans again for nothing, at no
+        request's cost)."""
         plan = watch.plan
         final = not extra and plan.age_known  # (or a re-poll): those due together start slow
 
-        def moved() -> bool:  # its horizon moved, and its tier's finals mostly find running
+        def moved() -> bool:  # a horizon moved, and its tier's finals mostly find running
             return planned.is_set() and self._turns.mostly_running(plan.tier)
 
         if final:

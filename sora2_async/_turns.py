@@ -13,8 +13,9 @@ orders the polls that are due together, so that the answer of one can save the o
   others, planned again, wait for it instead of spending a request each on a video that is
   surely still running (32 re-polls at 181 s on a 100/h batch of 3-9 minute videos). So a
   final poll of a tier waits while as many of its tier are on the wire as the tier has
-  earned: twice as many for each final that found its video done, half as many for each
-  that found it running (a slow start, as TCP's). A final held back plans again only when
+  earned: twice as many for each final that found its video done; for each that found it
+  running, half the doublings earned so far (the square root: 1,024, 32, 4, 2, 1), a
+  slow start as TCP's that falls back fast. A final held back plans again only when
   the tier's recent finals found their videos mostly running (more than two in three):
   where half of them end (a bimodal tier), holding the done half back for the
   moved horizon would cost more delay than the running half's re-polls cost requests.
@@ -111,6 +112,8 @@ class PollTurns:
         self._out[tier] -= 1
         if ended is not None:
             streak = self._streak.get(tier, 0)
+            # Done: one more doubling. Running: half the doublings (the allowance, 2 ** streak,
+            # to its square root), so a tier whose priors went wrong is back to one quickly.
             self._streak[tier] = min(streak + 1, _OPEN_AFTER) if ended else streak // 2
             done, running = self._seen.get(tier, (0, 0))
             done, running = done + ended, running + (not ended)
