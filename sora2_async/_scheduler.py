@@ -14,10 +14,10 @@ submitted, extra polls spent, within the last window): the limiter only admits.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from collections import OrderedDict, deque
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import anyio
 import attrs
@@ -29,24 +29,29 @@ from ._limits import Lease, Limiter, RequestKind
 from ._models import ModelTier, Task, TaskState, TaskStatus, video_of
 from ._planner import Demand, Planner, PollPolicy, Tracked
 from ._slack import RepollSlack
-from ._turns import PollTurns
 from ._window import EPSILON
 
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger("sora2_async")
 
+# Above this share of the limit used, polls go one at a time (see _poll_once): a neighbour
+# we cannot see fills the server's window while ours is at 80 % of it (a fifth of the key),
+# and a burst of polls due together there would all be refused before the first 429 is
+# back (30 at once for a burst of 200 videos at 1,000/h). Below it, they go together.
+_EDGE = 0.75
+# Above this share, polls go at most _NEAR_AT_ONCE at a time: a neighbour that spends more
+# than the rest of the key fills the server's window while ours is only half full, and the
+# polls of a burst of videos due together there (200 at once on 10,000/h beside a raw
+# loop spending 60 %) were all on their way before the first 429 came back. A few at a
+# time keep the cost of that to a few 429s and, in real time, let a burst drain at a few
+# requests per round trip.
+_NEAR = 0.5
+_NEAR_AT_ONCE = 4
 # Submissions, and the seconds between the first and the last, that say what pace a
 # stream of them keeps (see _DemandLog).
 _PACE_SAMPLES = 3
 _PACE_SPAN = 60.0
-
-
-class _NotSent(enum.Enum):
-    """Why a due poll went unsent."""
-
-    SKIPPED = "an extra poll the budget could not spare right now"
-    MOVED = "what a tier takes moved while it waited for its turn"
 
 
 class _DemandLog:
@@ -125,7 +130,8 @@ class Scheduler:
         self._time_scale = time_scale
         self._demand = _DemandLog()
         self._slack = RepollSlack(limiter)
-        self._turns = PollTurns()
+        self._edge = anyio.Lock()
+        self._near = anyio.Semaphore(_NEAR_AT_ONCE)
         self._replan = anyio.Event()  # set (and replaced) when what a tier takes moved
         self._watches: dict[str, _Watch] = {}
         self._finished: OrderedDict[str, TaskStatus] = OrderedDict()
@@ -271,17 +277,16 @@ class Scheduler:
         while True:
             now = anyio.current_time()
             budget = self._limiter.last_state
-            planned = self._replan
             step = self._planner.next_poll(plan, now, budget, self._demand.now(window))
             if step.at > now:
-                if not await self._sleep_until(step.at, wake=planned):
+                if not await self._sleep_until(step.at, wake=self._replan):
                     continue  # what is known of its tier changed: plan again
                 if step.extra and not self._planner.extra_still_worth(
                     self._limiter.last_state, self._demand.now(window)
                 ):
                     continue  # the budget got busier while it slept: plan again
             try:
-                status = await self._poll_once(watch, extra=step.extra, planned=planned)
+                status = await self._poll_once(watch, extra=step.extra)
             except Sora2Error as exc:
                 pause = failures.next() if is_transient(exc) else None
                 if pause is None:  # refused for good, or failing for too long
@@ -294,11 +299,9 @@ class Scheduler:
                 await self._finish(watch, None, exc)
                 raise
             failures.reset()
-            if status is _NotSent.SKIPPED:  # an extra poll the budget could not spare now
+            if status is None:  # an extra poll the budget could not spare right now
                 plan.last_poll = anyio.current_time()
                 continue
-            if status is _NotSent.MOVED:
-                continue  # what is known of its tier changed while it waited its turn
             watch.latest = status
             self._events.emit(EventKind.POLLED, task_id=status.task_id, status=status)
             if status.state is not TaskState.PROCESSING:
@@ -343,44 +346,14 @@ class Scheduler:
         bounds = getattr(self._planner, "bounds", None)
         return None if bounds is None else tuple(bounds(tier))
 
-    async def _poll_once(
-        self, watch: _Watch, *, extra: bool, planned: anyio.Event
-    ) -> TaskStatus | _NotSent:
-        """Send one poll of ``watch`` in its turn; ``planned``: the replan event in force
-        when it was planned. If it is set by the turn, what some tier takes moved (the
-        event is one for all tiers: a final of another tier plans again for nothing, at no
-        request's cost)."""
+    async def _poll_once(self, watch: _Watch, *, extra: bool) -> TaskStatus | None:
         plan = watch.plan
-        final = not extra and plan.age_known  # (or a re-poll): those due together start slow
-
-        def moved() -> bool:  # a horizon moved, and its tier's finals mostly find running
-            return planned.is_set() and self._turns.mostly_running(plan.tier)
-
-        if final:
-            while (answer := self._turns.final_wait(plan.tier)) is not None:
-                await answer.wait()
-                if moved():
-                    return _NotSent.MOVED
-            self._turns.final_out(plan.tier)
-        status: TaskStatus | None = None
-        try:
-            async with self._turns.window(self._limiter.last_state):
-                if final and moved():  # held back by the window meanwhile: plan it again
-                    return _NotSent.MOVED
-                # One attempt: a failed one is a failed round here, retried on the poll plan.
-                kind = RequestKind.EXTRA_POLL if extra else RequestKind.POLL
-                status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
-            if status is None:
-                return _NotSent.SKIPPED
-            await self._observe(watch, status, extra=extra)
-            return status
-        finally:  # after what its answer taught, so that the finals it held back replan
-            if final:
-                ended = None if status is None else status.state is not TaskState.PROCESSING
-                self._turns.final_answered(plan.tier, ended=ended)
-
-    async def _observe(self, watch: _Watch, status: TaskStatus, *, extra: bool) -> None:
-        plan = watch.plan
+        kind = RequestKind.EXTRA_POLL if extra else RequestKind.POLL
+        # One attempt: a failed one is a failed round here, retried on the poll plan.
+        async with self._turn():
+            status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
+        if status is None:
+            return None
         if extra:
             self._demand.note(extra=True)
         first_look = not plan.age_known and plan.polls == 0
@@ -397,6 +370,19 @@ class Scheduler:
         if not extra and not first_look and running:
             plan.overdue = True  # the poll that should have found it done did not
             await self._resize_slack()
+        return status
+
+    def _turn(self) -> AbstractAsyncContextManager[object]:
+        """What a poll waits for before it is sent, by how full the window is."""
+        state = self._limiter.last_state
+        if state.used + 1 >= _EDGE * state.limit or state.limit < state.configured_limit:
+            # Near the edge of the window, or while the limit is tightened after 429s (some
+            # one we cannot see shares the key), one poll at a time: the first 429 stops
+            # the next poll before it is sent (polls due together would all be refused).
+            return self._edge
+        if state.used + 1 >= _NEAR * state.limit:
+            return self._near  # past half the window, a few at a time (see _NEAR)
+        return nullcontext()
 
     def _learn(self, watch: _Watch, status: TaskStatus) -> None:
         plan = watch.plan

@@ -34,16 +34,7 @@ async def test_priors_three_times_too_short_on_a_full_first_window_cost_minutes_
     r = await run(Cell(100, 1, "long"))
     assert r.delay_max <= FIFTEEN_MINUTES, r
     assert r.responses_429 == 0, r
-    assert r.requests_per_video <= 2.2, r  # 2.32 before finals due together started slow
-
-
-async def test_finals_due_together_wait_for_the_first_answers_when_the_priors_are_short() -> None:
-    """300 videos of 3 to 9 minutes submitted at once: their finals fall due together at
-    181 s, and each of them would find its video running (2.33 requests a video when they
-    all went at once); the first answers move the horizon and the rest plan again."""
-    r = await run(Cell(300, 1, "long"))
-    assert r.requests_per_video <= 2.1, r
-    assert r.delay_max <= FIFTEEN_MINUTES, r
+    assert r.requests_per_video <= 2.4, r
 
 
 async def test_priors_three_times_too_short_over_many_windows_cost_little() -> None:
@@ -140,17 +131,15 @@ def test_videos_running_past_what_the_prior_allows_reject_it() -> None:
     assert not few.prior_rejected(tier)
 
 
-@pytest.mark.parametrize(("limit", "size", "bound"), [(300, 1, FIFTEEN_MINUTES), (1000, 1, 600.0)])
+@pytest.mark.parametrize(("limit", "size"), [(300, 1), (1000, 1)])
 async def test_submissions_leave_earlier_promised_polls_their_slots(
-    limit: int, size: float, bound: float
+    limit: int, size: float
 ) -> None:
     """Bimodal videos (20-60 s or 5-9 min), a batch of one window: a submission checked only
     at its own final poll's time took slots that earlier promised polls needed, and those
-    videos waited for the window (775 s and 1,041 s before). On 300/h the first seven
-    finals at 181 s find five running, so the finals held back with them plan again at the
-    moved horizon, done ones too (``_turns``): 796 s at worst there, 520 s before that."""
+    videos waited for the window (775 s and 1,041 s before)."""
     r = await run(Cell(limit, size, "bimodal"))
-    assert r.delay_max <= bound, r
+    assert r.delay_max <= 600.0, r
     assert r.responses_429 == 0, r
 
 
