@@ -17,7 +17,7 @@ the API's idempotency:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol
 
@@ -40,7 +40,7 @@ from ._parse import parse_status, parse_task_id
 from ._retry import Backoff, RetryPolicy
 from ._telemetry import api_request
 
-__all__ = ["APICaller", "SendHooks", "is_transient"]
+__all__ = ["APICaller", "SendHooks", "Turn", "is_transient"]
 
 logger = logging.getLogger("sora2_async")
 
@@ -62,6 +62,10 @@ class SendHooks(Protocol):
 
     async def not_sent(self, reason: str) -> None:
         """The attempt provably created no task (a 429, a refused connection): clear it."""
+
+
+Turn = Callable[[], AbstractAsyncContextManager[object]]
+"""What an admitted poll waits for before it is sent (the scheduler's; see ``check_status``)."""
 
 
 class _Retry:
@@ -87,6 +91,7 @@ class APICaller:
         self.limiter = limiter
         self.retry = retry
         self.events = events
+        self._refused = 0  # 429s answered to this caller (see _refusals)
 
     async def generate(
         self,
@@ -125,13 +130,24 @@ class APICaller:
             raise
 
     async def check_status(
-        self, task_id: str, *, kind: RequestKind = RequestKind.POLL, retry: bool = True
+        self,
+        task_id: str,
+        *,
+        kind: RequestKind = RequestKind.POLL,
+        retry: bool = True,
+        after_429: Turn | None = None,
     ) -> TaskStatus | None:
         """One status of ``task_id`` (retried as needed; every attempt spends budget).
 
         ``retry=False`` makes one attempt: the scheduler's pollers retry on their own plan,
-        never faster than the minimum poll interval. ``None`` for an extra poll the budget
-        could not spare now.
+        never faster than the minimum poll interval.
+
+        ``after_429``: what an attempt admitted after a 429 that came while it waited waits
+        for before it is sent (one at a time, say). If another 429 comes meanwhile, it is
+        not sent at all: it would only be refused too.
+
+        ``None`` when nothing was sent: an extra poll the budget could not spare now, or a
+        poll held back so by ``after_429``.
 
         Raises:
             TaskNotFoundError: unknown task, or another key's.
@@ -139,7 +155,9 @@ class APICaller:
             ResponseValidationError: an answer that breaks the contract.
         """
         try:
-            answer, _ = await self._call(STATUS_PATH, {"taskId": task_id}, kind, retry=retry)
+            answer, _ = await self._call(
+                STATUS_PATH, {"taskId": task_id}, kind, retry=retry, after_429=after_429
+            )
         except _Skipped:
             return None
         body = answer.body
@@ -159,6 +177,7 @@ class APICaller:
         promise: float | None = None,
         hooks: SendHooks | None = None,
         retry: bool = True,
+        after_429: Turn | None = None,
     ) -> tuple[Answer, Lease | None]:
         idempotent = path == STATUS_PATH
         errors = self.retry.for_errors(retries=None if retry else 0)
@@ -169,15 +188,34 @@ class APICaller:
             while True:
                 attempt += 1
                 asked = anyio.current_time()
+                refused = self._refusals()
                 admitted = await self._admit(kind, promise)
                 kind = RequestKind.POLL if kind is RequestKind.EXTRA_POLL else kind  # a retry waits
                 async with admitted as permit:
                     lease = lease or permit.lease
                     promise = None  # promised on the first admission only
-                    waited = anyio.current_time() - asked
-                    with api_request(_KIND[path], body, attempt, waited, self.limiter) as record:
-                        outcome = await self._send(path, body, attempt, idempotent, hooks)
-                        record.answered(*_answered(outcome))
+                    stale = after_429 is not None and self._refusals() > refused
+                    refused = self._refusals()
+                    # A 429 came while it waited: whatever let it go with others (a share
+                    # of the window seen before the 429) is stale, so it goes by after_429.
+                    async with after_429() if stale and after_429 else _UNSHIELDED:
+                        if stale and self._refusals() > refused:
+                            # Another came while it waited for that: the server's window is
+                            # full, and this would be refused too. The slot stays spent (the
+                            # stores count what they admitted); the poll plans again.
+                            raise _Skipped
+                        waited = anyio.current_time() - asked
+                        with api_request(
+                            _KIND[path], body, attempt, waited, self.limiter
+                        ) as record:
+                            outcome = await self._send(path, body, attempt, idempotent, hooks)
+                            record.answered(*_answered(outcome))
+                        if isinstance(outcome, _Retry) and isinstance(
+                            outcome.error, RateLimitError
+                        ):
+                            # Counted before the turn passes on (the limiter hears of it
+                            # only when the permit ends, after the next one has looked).
+                            self._refused += 1
                     if isinstance(outcome, _Retry) and isinstance(outcome.error, RateLimitError):
                         permit.rate_limited(outcome.retry_after)
                 if isinstance(outcome, Answer):
@@ -186,6 +224,11 @@ class APICaller:
         except BaseException:
             await self._give_back(lease)
             raise
+
+    def _refusals(self) -> int:
+        """The 429s seen so far: this caller's at once, every owner's of the store as
+        the limiter last heard (a sum that only grows, to compare with itself)."""
+        return self._refused + self.limiter.last_state.rate_limited
 
     async def _admit(
         self, kind: RequestKind, promise: float | None
@@ -277,7 +320,8 @@ def _answered(outcome: Answer | _Retry) -> tuple[int | None, BaseException | Non
 
 
 class _Skipped(Exception):
-    """An extra poll found no idle budget: nothing was sent."""
+    """Nothing was sent: an extra poll found no idle budget, or a poll admitted after a
+    429 saw another come while it waited its turn."""
 
 
 def _classify(path: str, answer: Answer, idempotent: bool) -> Answer | _Retry:

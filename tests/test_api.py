@@ -9,6 +9,8 @@ Every async test runs on asyncio and trio in virtual time (see conftest), so
 from __future__ import annotations
 
 import email.utils
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
 import httpx
@@ -22,14 +24,17 @@ from sora2_async import (
     AuthenticationError,
     InsufficientCreditsError,
     InvalidRequestError,
+    RateLimit,
     RateLimitError,
     ResponseValidationError,
     RetryPolicy,
     ServerError,
+    SlidingWindowLimiter,
     TaskNotFoundError,
     TaskState,
     VideoRequest,
 )
+from sora2_async._limits import Permit, RequestKind
 from tests.helpers import (
     ACCEPTED,
     COMPLETED,
@@ -256,6 +261,47 @@ async def test_check_status_after_429_waits_and_retries(api: respx.MockRouter) -
     assert status.state is TaskState.PROCESSING
     assert status_route.call_count == 2
     assert script.gaps[0] >= 15
+
+
+class RefusedWhileWaiting(SlidingWindowLimiter):
+    """A store in which another owner's 429 comes while each request waits to be admitted."""
+
+    def permit(
+        self, kind: RequestKind, *, promise: float | None = None
+    ) -> AbstractAsyncContextManager[Permit]:
+        self._rate_limited += 1
+        return super().permit(kind, promise=promise)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("refused_while_admitted", "refused_while_in_turn", "sent"),
+    [(False, False, True), (True, False, True), (True, True, False)],
+)
+async def test_a_poll_admitted_after_a_429_waits_its_after_429_turn_and_stays_unsent_after_another(
+    api: respx.MockRouter, refused_while_admitted: bool, refused_while_in_turn: bool, sent: bool
+) -> None:
+    """A poll that took a turn of several at once before a 429 came goes by ``after_429``
+    once admitted (one at a time, in the scheduler); if another 429 comes while it waits
+    for that, it is not sent (the server's window is full: it would be refused too)."""
+    status_route, _ = route(api, STATUS, ok(PROCESSING))
+    limit = RateLimit(100)
+    limiter = RefusedWhileWaiting(limit) if refused_while_admitted else SlidingWindowLimiter(limit)
+    turns: list[float] = []
+
+    @asynccontextmanager
+    async def one_at_a_time() -> AsyncIterator[None]:
+        turns.append(anyio.current_time())
+        if refused_while_in_turn:
+            limiter._rate_limited += 1
+        yield
+
+    async with client(rate_limit=limiter) as c:
+        status = await c._api.check_status(TASK_ID, retry=False, after_429=one_at_a_time)
+    assert len(turns) == int(refused_while_admitted)
+    assert status_route.call_count == int(sent)
+    assert (status is not None) == sent
+    assert limiter.last_state.used == 1  # unsent, its slot still counts (the stores do)
 
 
 # -- Retry-After -----------------------------------------------------------------------------------
