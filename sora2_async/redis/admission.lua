@@ -384,6 +384,8 @@ elseif op == 'stamp' then
       local ours = later(now) - redis.call('ZCARD', K_REFUSED) + 1
       local retry_after = num(ARGV[14], nil)
       local current, ended = replay(now)
+      -- Ceiling.lower: the others were on the key at the last 429 (seen since then at least)
+      if repeats > 0 then seen_for = math.max(seen_for, now - lowered_at) end
       -- Ceiling.lower: learn afresh, count a repeat, or (a request sent before the limit
       -- came down) learn nothing
       local stale = now - lowered_at > FORGET_AFTER * window
