@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from typing import Any, Protocol
 
 import anyio
 
+from ._calm import Calm
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -91,7 +92,7 @@ class APICaller:
         self.limiter = limiter
         self.retry = retry
         self.events = events
-        self._refused = 0  # 429s answered to this caller (see _refusals)
+        self.calm = Calm(limiter.rate_limit.per)  # the pause after 429s in a row
 
     async def generate(
         self,
@@ -142,12 +143,14 @@ class APICaller:
         ``retry=False`` makes one attempt: the scheduler's pollers retry on their own plan,
         never faster than the minimum poll interval.
 
-        ``after_429``: what an attempt admitted after a 429 that came while it waited waits
-        for before it is sent (one at a time, say). If another 429 comes meanwhile, it is
-        not sent at all: it would only be refused too.
+        After a 429, every request of this caller waits out a pause (see ``_calm``), and one
+        admitted after a 429 that came while it waited for admission is not sent if another
+        comes during that pause (it would only be refused too): it asks again. ``after_429``
+        is what such a poll waits for before the pause (one at a time, say); with it, the
+        poll is not asked again but given up (``None``), for its poller to plan again.
 
-        ``None`` when nothing was sent: an extra poll the budget could not spare now, or a
-        poll held back so by ``after_429``.
+        ``None`` when nothing was sent: an extra poll the budget could not spare now (or
+        asked during the pause), or a poll held back with ``after_429``.
 
         Raises:
             TaskNotFoundError: unknown task, or another key's.
@@ -188,36 +191,37 @@ class APICaller:
             while True:
                 attempt += 1
                 asked = anyio.current_time()
+                await self._calmed(kind)
                 refused = self._refusals()
                 admitted = await self._admit(kind, promise)
                 kind = RequestKind.POLL if kind is RequestKind.EXTRA_POLL else kind  # a retry waits
-                async with admitted as permit:
+                async with admitted as permit, AsyncExitStack() as turn:
                     lease = lease or permit.lease
                     promise = None  # promised on the first admission only
-                    stale = after_429 is not None and self._refusals() > refused
-                    refused = self._refusals()
-                    # A 429 came while it waited: whatever let it go with others (a share
-                    # of the window seen before the 429) is stale, so it goes by after_429.
-                    async with after_429() if stale and after_429 else _UNSHIELDED:
-                        if stale and self._refusals() > refused:
-                            # Another came while it waited for that: the server's window is
-                            # full, and this would be refused too. The slot stays spent (the
-                            # stores count what they admitted); the poll plans again.
-                            raise _Skipped
-                        waited = anyio.current_time() - asked
-                        with api_request(
-                            _KIND[path], body, attempt, waited, self.limiter
-                        ) as record:
-                            outcome = await self._send(path, body, attempt, idempotent, hooks)
-                            record.answered(*_answered(outcome))
-                        if isinstance(outcome, _Retry) and isinstance(
-                            outcome.error, RateLimitError
-                        ):
-                            # Counted before the turn passes on (the limiter hears of it
-                            # only when the permit ends, after the next one has looked).
-                            self._refused += 1
+                    if self._refusals() > refused:
+                        # A 429 came while it waited: what let it go with others (a share
+                        # of the window seen before the 429) is stale.
+                        refused = self._refusals()
+                        if after_429 is not None:
+                            await turn.enter_async_context(after_429())
+                        await self.calm.wait()
+                        if self._refusals() > refused:
+                            # Another came meanwhile: the server's window is full, and this
+                            # would be refused too. Unsent, its slot stays spent (the stores
+                            # count what they admitted); a poller plans again, others ask again.
+                            if after_429 is not None:
+                                raise _Skipped
+                            attempt -= 1
+                            continue
+                    waited = anyio.current_time() - asked
+                    with api_request(_KIND[path], body, attempt, waited, self.limiter) as record:
+                        outcome = await self._send(path, body, attempt, idempotent, hooks)
+                        record.answered(*_answered(outcome))
                     if isinstance(outcome, _Retry) and isinstance(outcome.error, RateLimitError):
+                        self.calm.refused()  # before the turn passes on: the next one looks
                         permit.rate_limited(outcome.retry_after)
+                    elif isinstance(outcome, Answer):
+                        self.calm.answered()
                 if isinstance(outcome, Answer):
                     return outcome, lease
                 await self._before_retry(outcome, path, errors, rate_limits, hooks)
@@ -225,10 +229,16 @@ class APICaller:
             await self._give_back(lease)
             raise
 
+    async def _calmed(self, kind: RequestKind) -> None:
+        """Wait out the pause after 429s (an extra poll is not worth the wait: skipped)."""
+        if kind is RequestKind.EXTRA_POLL and self.calm.pausing():
+            raise _Skipped
+        await self.calm.wait()
+
     def _refusals(self) -> int:
         """The 429s seen so far: this caller's at once, every owner's of the store as
         the limiter last heard (a sum that only grows, to compare with itself)."""
-        return self._refused + self.limiter.last_state.rate_limited
+        return self.calm.refusals + self.limiter.last_state.rate_limited
 
     async def _admit(
         self, kind: RequestKind, promise: float | None
@@ -320,8 +330,8 @@ def _answered(outcome: Answer | _Retry) -> tuple[int | None, BaseException | Non
 
 
 class _Skipped(Exception):
-    """Nothing was sent: an extra poll found no idle budget, or a poll admitted after a
-    429 saw another come while it waited its turn."""
+    """Nothing was sent: an extra poll found no idle budget or the pause after a 429, or a
+    poll admitted after a 429 saw another come while it waited its turn."""
 
 
 def _classify(path: str, answer: Answer, idempotent: bool) -> Answer | _Retry:

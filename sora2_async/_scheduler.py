@@ -17,42 +17,24 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 import anyio
 import attrs
 
 from ._api import APICaller, is_transient
-from ._errors import RateLimitError, Sora2Error
+from ._errors import Sora2Error
 from ._events import EventHub, EventKind
 from ._limits import Lease, Limiter, RequestKind
 from ._models import ModelTier, Task, TaskState, TaskStatus, video_of
 from ._planner import Demand, Planner, PollPolicy, Tracked
 from ._slack import RepollSlack
+from ._turns import PollTurns
 from ._window import EPSILON
 
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger("sora2_async")
 
-# Above this share of the limit used, polls go one at a time (see _poll_once): a neighbour
-# we cannot see fills the server's window while ours is at 80 % of it (a fifth of the key),
-# and a burst of polls due together there would all be refused before the first 429 is
-# back (30 at once for a burst of 200 videos at 1,000/h). Below it, they go together.
-_EDGE = 0.75
-# Above this share, polls go at most _NEAR_AT_ONCE at a time: a neighbour that spends more
-# than the rest of the key fills the server's window while ours is only half full, and the
-# polls of a burst of videos due together there (200 at once on 10,000/h beside a raw
-# loop spending 60 %) were all on their way before the first 429 came back. A few at a
-# time keep the cost of that to a few 429s and, in real time, let a burst drain at a few
-# requests per round trip.
-_NEAR = 0.5
-_NEAR_AT_ONCE = 4
-# The longest pause of polls after 429s in a row, as a share of the window (2 min of an
-# hour): long enough for a burst's polls to leave the window, short beside a window.
-_CALM_CAP_SHARE = 30
-_STRICTNESS = {"free": 0, "near": 1, "edge": 2}
 # Submissions, and the seconds between the first and the last, that say what pace a
 # stream of them keeps (see _DemandLog).
 _PACE_SAMPLES = 3
@@ -135,11 +117,7 @@ class Scheduler:
         self._time_scale = time_scale
         self._demand = _DemandLog()
         self._slack = RepollSlack(limiter)
-        self._edge = anyio.Lock()
-        self._after_429 = anyio.Lock()
-        self._calm_until = -math.inf  # no poll of this process goes before (see _refused)
-        self._calm_pause = 0.0  # the last pause after a 429; 0 once a poll is answered
-        self._near = anyio.Semaphore(_NEAR_AT_ONCE)
+        self._turns = PollTurns(limiter)
         self._replan = anyio.Event()  # set (and replaced) when what a tier takes moved
         self._watches: dict[str, _Watch] = {}
         self._finished: OrderedDict[str, TaskStatus] = OrderedDict()
@@ -358,19 +336,10 @@ class Scheduler:
         plan = watch.plan
         kind = RequestKind.EXTRA_POLL if extra else RequestKind.POLL
         # One attempt: a failed one is a failed round here, retried on the poll plan.
-        async with self._taken_turn() as turn:
-            try:
-                status = await self._api.check_status(
-                    watch.task.task_id,
-                    kind=kind,
-                    retry=False,
-                    after_429=self._calm if turn is self._edge else self._one_after_429,
-                )
-            except RateLimitError:
-                self._refused()
-                raise
-        if status is not None:
-            self._calm_pause = 0.0  # answered: the 429s in a row are over
+        async with self._turns.taken() as after_429:
+            status = await self._api.check_status(
+                watch.task.task_id, kind=kind, retry=False, after_429=after_429
+            )
         if status is None:
             return None
         if extra:
@@ -390,69 +359,6 @@ class Scheduler:
             plan.overdue = True  # the poll that should have found it done did not
             await self._resize_slack()
         return status
-
-    def _refused(self) -> None:
-        """A poll was refused: this process's polls pause, longer with each 429 in a row.
-
-        A 429 says the server's window is full, not by how much: the limit it tightens
-        is where the window *was* full, and as our own requests leave it the limiter lets
-        the next one go, which a neighbour that spends steadily refuses again (ten in a
-        row, each 10 below the last, as a burst's polls left the window beside a raw loop
-        spending 60 % of the key). The pause gives the window time to drain first.
-        """
-        base, cap = self._min_interval, self._limiter.rate_limit.per / _CALM_CAP_SHARE
-        self._calm_pause = base if self._calm_pause <= 0 else min(cap, 2 * self._calm_pause)
-        self._calm_until = max(self._calm_until, anyio.current_time() + self._calm_pause)
-
-    @asynccontextmanager
-    async def _calm(self) -> AsyncIterator[None]:
-        """What an admitted poll waits for after a 429 came while it waited: the pause."""
-        await self._sleep_until(self._calm_until)
-        yield
-
-    @asynccontextmanager
-    async def _one_after_429(self) -> AsyncIterator[None]:
-        """Polls that took a turn of several at once before a 429 came, and were admitted
-        after it, go one at a time after the pause (the first refused stops the rest).
-        Not ``_edge``: its holder waits for admission holding it, and these hold a slot
-        each (with a limit tightened below their number, neither would ever go)."""
-        async with self._after_429:
-            await self._sleep_until(self._calm_until)
-            yield
-
-    @asynccontextmanager
-    async def _taken_turn(self) -> AsyncIterator[AbstractAsyncContextManager[object]]:
-        """The turn the window calls for when it is taken, after the pause of any 429s.
-
-        A poll may wait long for a turn of several at once (behind others that wait out a
-        window of 429s): if the window calls for fewer at once by the time it has one, it
-        queues again for that.
-        """
-        while True:
-            turn = self._turn()
-            async with turn:
-                if _STRICTNESS[self._turn_kind()] <= _STRICTNESS[self._kind_of(turn)]:
-                    await self._sleep_until(self._calm_until)
-                    yield turn
-                    return
-
-    def _kind_of(self, turn: AbstractAsyncContextManager[object]) -> str:
-        return "edge" if turn is self._edge else "near" if turn is self._near else "free"
-
-    def _turn_kind(self) -> str:
-        return self._kind_of(self._turn())
-
-    def _turn(self) -> AbstractAsyncContextManager[object]:
-        """What a poll waits for before it is sent, by how full the window is."""
-        state = self._limiter.last_state
-        if state.used + 1 >= _EDGE * state.limit or state.limit < state.configured_limit:
-            # Near the edge of the window, or while the limit is tightened after 429s (some
-            # one we cannot see shares the key), one poll at a time: the first 429 stops
-            # the next poll before it is sent (polls due together would all be refused).
-            return self._edge
-        if state.used + 1 >= _NEAR * state.limit:
-            return self._near  # past half the window, a few at a time (see _NEAR)
-        return nullcontext()
 
     def _learn(self, watch: _Watch, status: TaskStatus) -> None:
         plan = watch.plan

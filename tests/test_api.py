@@ -9,6 +9,8 @@ Every async test runs on asyncio and trio in virtual time (see conftest), so
 from __future__ import annotations
 
 import email.utils
+import itertools
+import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -30,6 +32,7 @@ from sora2_async import (
     RetryPolicy,
     ServerError,
     SlidingWindowLimiter,
+    Task,
     TaskNotFoundError,
     TaskState,
     VideoRequest,
@@ -302,6 +305,61 @@ async def test_a_poll_admitted_after_a_429_waits_its_after_429_turn_and_stays_un
     assert status_route.call_count == int(sent)
     assert (status is not None) == sent
     assert limiter.last_state.used == 1  # unsent, its slot still counts (the stores do)
+
+
+@pytest.mark.anyio
+async def test_after_a_429_the_polls_due_with_it_pause_longer_with_each_in_a_row(
+    api: respx.MockRouter,
+) -> None:
+    """A 429 says the server's window is full, not by how much. The limiter tightens the
+    limit to what our window held and lets the next poll go as soon as one of ours leaves
+    it, which a neighbour that spends steadily refuses again (a burst's polls were refused
+    one after another so as the window turned). So this process's polls pause after a 429:
+    5 s, then 10 s after a second in a row (before: the next went 5 s after the second,
+    when the next of ours left the window)."""
+    refusals = [True, True]
+    times: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        times.append(anyio.current_time())
+        if refusals:
+            refusals.pop()
+            return ok(RATE_LIMITED, 429)
+        return ok({**COMPLETED, "taskId": json.loads(request.content)["taskId"]})
+
+    api.post(STATUS).mock(side_effect=answer)
+    limiter = SlidingWindowLimiter(RateLimit(10, per=3600.0))
+    for _ in range(9):  # an hour ago, one a second: they leave the window one a second
+        async with limiter.permit(RequestKind.POLL):
+            pass
+        await anyio.sleep(1.0)
+    async with client(rate_limit=limiter) as c:
+        await anyio.sleep(3600.0 - 9.0 - 1.0 - c._scheduler.final_poll_after(None))
+        now = anyio.current_time()
+        tasks = [Task(f"task_{i}", submitted_at=now) for i in range(3)]
+        async with anyio.create_task_group() as group:
+            for task in tasks:
+                group.start_soon(c.wait, task)
+    assert len(times) == 5, times  # two refused, then one answer each
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] >= 5.0, (times, gaps)
+    assert gaps[1] >= 10.0, (times, gaps)
+
+
+@pytest.mark.anyio
+async def test_after_a_429_the_next_request_of_any_kind_waits_a_pause(
+    api: respx.MockRouter,
+) -> None:
+    """A generate asked just after a poll was refused waits the pause too (the limiter
+    alone would let it go once the server's 1-s Retry-After is over)."""
+    route(api, STATUS, ok(RATE_LIMITED, 429, **{"Retry-After": "1"}))
+    _, generates = route(api, GENERATE, ok(ACCEPTED))
+    async with client() as c:
+        with pytest.raises(RateLimitError):
+            await c._api.check_status(TASK_ID, retry=False)
+        refused_at = anyio.current_time()
+        await c.generate(VideoRequest("x"))
+    assert generates.times[0] - refused_at >= 5.0, generates.times
 
 
 # -- Retry-After -----------------------------------------------------------------------------------
