@@ -2,8 +2,10 @@
 
 Each attempt is three steps: *admit* (a permit from the shared limiter, so every retry
 spends budget as the server counts it), *send* (one exchange over the HTTP layer), and
-*classify* (a result, an error to retry, or an error to raise). What is retried follows
-the API's idempotency:
+*classify* (a result, an error to retry, or an error to raise). After a 429, every request
+of the client first waits out a pause (``_calm``), and one admitted after a 429 that came
+while it waited may stay unsent (see ``_held_back``). What is retried follows the API's
+idempotency:
 
 * ``check-status`` is idempotent: connection errors, timeouts, 5xx, 429 and answers that
   are not in the contract's shape (a proxy's HTML page) are retried.
@@ -66,7 +68,8 @@ class SendHooks(Protocol):
 
 
 Turn = Callable[[], AbstractAsyncContextManager[object]]
-"""What an admitted poll waits for before it is sent (the scheduler's; see ``check_status``)."""
+"""What a poll admitted after a 429 that came while it waited waits for before the pause
+(the scheduler's one-at-a-time turn; see ``check_status``)."""
 
 
 class _Retry:
@@ -143,14 +146,15 @@ class APICaller:
         ``retry=False`` makes one attempt: the scheduler's pollers retry on their own plan,
         never faster than the minimum poll interval.
 
-        After a 429, every request of this caller waits out a pause (see ``_calm``), and one
+        After a 429, every request of this client waits out a pause (see ``_calm``), and one
         admitted after a 429 that came while it waited for admission is not sent if another
-        comes during that pause (it would only be refused too): it asks again. ``after_429``
-        is what such a poll waits for before the pause (one at a time, say); with it, the
-        poll is not asked again but given up (``None``), for its poller to plan again.
+        comes during that pause (it would only be refused too). ``after_429`` is what such a
+        poll waits for before the pause (one at a time, say). Held back so, a poll with
+        ``after_429`` or ``retry=False`` is given up (``None``: its poller plans it again);
+        any other asks the budget again.
 
         ``None`` when nothing was sent: an extra poll the budget could not spare now (or
-        asked during the pause), or a poll held back with ``after_429``.
+        asked during the pause), or a poll held back as above.
 
         Raises:
             TaskNotFoundError: unknown task, or another key's.
@@ -192,53 +196,71 @@ class APICaller:
                 attempt += 1
                 asked = anyio.current_time()
                 await self._calmed(kind)
-                refused = self._refusals()
+                refused = self.limiter.last_state.rate_limited
                 admitted = await self._admit(kind, promise)
-                kind = RequestKind.POLL if kind is RequestKind.EXTRA_POLL else kind  # a retry waits
-                async with admitted as permit, AsyncExitStack() as turn:
+                # The turn after a 429 is let go after the permit ends: by then the store
+                # has counted a 429 of this one, for the next in turn to see.
+                async with AsyncExitStack() as turn, admitted as permit:
                     lease = lease or permit.lease
                     promise = None  # promised on the first admission only
-                    if self._refusals() > refused:
-                        # A 429 came while it waited: what let it go with others (a share
-                        # of the window seen before the 429) is stale.
-                        refused = self._refusals()
-                        if after_429 is not None:
-                            await turn.enter_async_context(after_429())
-                        await self.calm.wait()
-                        if self._refusals() > refused:
-                            # Another came meanwhile: the server's window is full, and this
-                            # would be refused too. Unsent, its slot stays spent (the stores
-                            # count what they admitted); a poller plans again, others ask again.
-                            if after_429 is not None:
-                                raise _Skipped
-                            attempt -= 1
-                            continue
-                    waited = anyio.current_time() - asked
-                    with api_request(_KIND[path], body, attempt, waited, self.limiter) as record:
-                        outcome = await self._send(path, body, attempt, idempotent, hooks)
-                        record.answered(*_answered(outcome))
-                    if isinstance(outcome, _Retry) and isinstance(outcome.error, RateLimitError):
-                        self.calm.refused()  # before the turn passes on: the next one looks
-                        permit.rate_limited(outcome.retry_after)
-                    elif isinstance(outcome, Answer):
-                        self.calm.answered()
+                    held = await self._held_back(refused, after_429, turn)
+                    if not held:
+                        outcome = await self._attempt(path, body, attempt, asked, hooks)
+                        if isinstance(outcome, _Retry) and isinstance(
+                            outcome.error, RateLimitError
+                        ):
+                            permit.rate_limited(outcome.retry_after)
+                if held:
+                    if idempotent and (after_429 is not None or not retry):
+                        raise _Skipped  # its poller plans it again
+                    attempt -= 1
+                    continue
                 if isinstance(outcome, Answer):
                     return outcome, lease
+                kind = RequestKind.POLL if kind is RequestKind.EXTRA_POLL else kind  # a retry waits
                 await self._before_retry(outcome, path, errors, rate_limits, hooks)
         except BaseException:
             await self._give_back(lease)
             raise
+
+    async def _attempt(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        attempt: int,
+        asked: float,
+        hooks: SendHooks | None,
+    ) -> Answer | _Retry:
+        """One admitted attempt: sent, recorded, and told to the pause after 429s."""
+        sent_at = anyio.current_time()
+        with api_request(_KIND[path], body, attempt, sent_at - asked, self.limiter) as record:
+            outcome = await self._send(path, body, attempt, path == STATUS_PATH, hooks)
+            record.answered(*_answered(outcome))
+        if isinstance(outcome, _Retry) and isinstance(outcome.error, RateLimitError):
+            self.calm.refused(sent_at)
+        elif isinstance(outcome, Answer):
+            self.calm.answered(sent_at)
+        return outcome
+
+    async def _held_back(self, refused: int, after_429: Turn | None, turn: AsyncExitStack) -> bool:
+        """Whether an admitted request stays unsent: a 429 came while it waited for admission
+        (what let it go with others, a share of the window seen before, is stale), so it
+        waits ``after_429`` and the pause, and another came meanwhile (the server's window
+        is full: it would be refused too). Its slot stays spent: the stores count what they
+        admitted."""
+        if self.limiter.last_state.rate_limited <= refused:
+            return False
+        refused = self.limiter.last_state.rate_limited
+        if after_429 is not None:
+            await turn.enter_async_context(after_429())
+        await self.calm.wait()
+        return self.limiter.last_state.rate_limited > refused
 
     async def _calmed(self, kind: RequestKind) -> None:
         """Wait out the pause after 429s (an extra poll is not worth the wait: skipped)."""
         if kind is RequestKind.EXTRA_POLL and self.calm.pausing():
             raise _Skipped
         await self.calm.wait()
-
-    def _refusals(self) -> int:
-        """The 429s seen so far: this caller's at once, every owner's of the store as
-        the limiter last heard (a sum that only grows, to compare with itself)."""
-        return self.calm.refusals + self.limiter.last_state.rate_limited
 
     async def _admit(
         self, kind: RequestKind, promise: float | None

@@ -23,38 +23,49 @@ _LONGEST = 1 / 30
 
 
 class Calm:
-    """When this caller's next request may go, after the 429s it has seen in a row."""
+    """When this client's next request may go, after the 429s it has seen in a row.
 
-    __slots__ = ("_first", "_longest", "_pause", "refusals", "until")
+    A 429 of a request sent before the pause now running began (refused by the same full
+    window as the one that started it) counts, but does not double the pause; an answer
+    ends the run only for a request sent after the last 429 that did.
+    """
+
+    __slots__ = ("_first", "_longest", "_pause", "_started", "refusals", "until")
 
     def __init__(self, window: float) -> None:
         self._first = window * _FIRST
         self._longest = window * _LONGEST
-        self._pause = 0.0  # the last pause; 0 once a request was answered
+        self._pause = 0.0  # the last pause; 0 once the run of 429s is over
+        self._started = -math.inf  # when the last pause began
         self.until = -math.inf  #: nothing goes before this (``anyio.current_time()``)
-        self.refusals = 0  #: 429s answered to this caller, in all
+        self.refusals = 0  #: 429s answered to this client, in all
 
     def __repr__(self) -> str:
         left = max(0.0, self.until - anyio.current_time())
         return f"<Calm for {left:.1f}s pause={self._pause:g}s refusals={self.refusals}>"
 
-    def refused(self) -> None:
-        """A 429 came: pause, twice as long as the last time if no answer came between."""
+    def refused(self, sent_at: float) -> None:
+        """A request sent at ``sent_at`` was refused: pause, twice as long as the last
+        time if the run of 429s goes on."""
         self.refusals += 1
+        if sent_at < self._started:
+            return  # on its way before the pause began: the same full window
+        now = anyio.current_time()
         self._pause = self._first if self._pause <= 0 else min(self._longest, 2 * self._pause)
-        self.until = max(self.until, anyio.current_time() + self._pause)
+        self._started = now
+        self.until = max(self.until, now + self._pause)
 
-    def answered(self) -> None:
-        """An answer came: the 429s in a row are over (the next pause is the first again)."""
-        self._pause = 0.0
+    def answered(self, sent_at: float) -> None:
+        """A request sent at ``sent_at`` was answered: if it went after the last pause
+        began, the run of 429s is over (the next pause is the first again)."""
+        if sent_at >= self._started:
+            self._pause = 0.0
 
     def pausing(self) -> bool:
         """Whether a request asked now would have to wait."""
         return anyio.current_time() < self.until
 
     async def wait(self) -> None:
-        """Sleep until the pause is over. (A 429 that comes meanwhile lengthens it for the
-        next to ask; the caller sees it came, and asks again.)"""
-        left = self.until - anyio.current_time()
-        if left > 0:
+        """Sleep until the pause is over, however often a 429 lengthens it meanwhile."""
+        while (left := self.until - anyio.current_time()) > 0:  # noqa: ASYNC110 (a deadline that moves)
             await anyio.sleep(left)

@@ -135,15 +135,16 @@ class Ceiling:
         at least one slot, and never more than half of what we had in the window.
         """
         current, ended = self._replay(now)
-        if self._repeats > 0:
-            # The others were on the key at the last 429: their share of the server's window
-            # has gathered since then at least, however little of it our log covers now (a
-            # log emptied by a pause, extrapolated over its last 543 s, cut 272 to 60).
-            seen_for = max(seen_for, now - self._lowered_at)
         # Learn afresh after the first 429, or once we got past where the last one came (a
         # probe that held while we used less than it proves nothing: that is a repeat), or
         # long after the last.
         stale = now - self._lowered_at > _FORGET_AFTER * self._window
+        if self._repeats > 0 and not stale and not ended:
+            # The others were on the key at the last 429, still being learnt: their share
+            # of the server's window has gathered since then at least, however little of it
+            # our log covers now (a log emptied by a wait, extrapolated over its last 543 s,
+            # cut 272 to 60).
+            seen_for = max(seen_for, now - self._lowered_at)
         if self._repeats == 0 or stale or (ended and ours > self._failed):
             self._failed, self._repeats = min(current, ours), 1
         elif now - self._lowered_at > self._window / 120 and ours <= current:

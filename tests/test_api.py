@@ -13,6 +13,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import anyio
 import httpx
@@ -360,6 +361,63 @@ async def test_after_a_429_the_next_request_of_any_kind_waits_a_pause(
         refused_at = anyio.current_time()
         await c.generate(VideoRequest("x"))
     assert generates.times[0] - refused_at >= 5.0, generates.times
+
+
+@pytest.mark.anyio
+async def test_an_extra_poll_asked_during_the_pause_is_skipped_not_waited(
+    api: respx.MockRouter,
+) -> None:
+    status_route, _ = route(api, STATUS, ok(PROCESSING))
+    async with client() as c:
+        c._api.calm.refused(sent_at=anyio.current_time())  # a 429 just now: a 5-s pause
+        start = anyio.current_time()
+        got = await c._api.check_status(TASK_ID, kind=RequestKind.EXTRA_POLL, retry=False)
+        assert anyio.current_time() == start
+    assert got is None
+    assert status_route.call_count == 0
+
+
+class RefusedOnceWhileWaiting(SlidingWindowLimiter):
+    """A store in which, while the first request waits to be admitted, a 429 of another
+    request of the same client comes (its pause begins), and another owner's one second
+    after."""
+
+    def __init__(self, limit: RateLimit, calm: list[Any]) -> None:
+        super().__init__(limit)
+        self.calm = calm
+        self.asked = 0
+
+    def permit(
+        self, kind: RequestKind, *, promise: float | None = None
+    ) -> AbstractAsyncContextManager[Permit]:
+        self.asked += 1
+        if self.asked == 1:
+            self._rate_limited += 1
+            self.calm[0].refused(sent_at=anyio.current_time())
+        return super().permit(kind, promise=promise)
+
+
+@pytest.mark.anyio
+async def test_a_generate_held_back_after_a_429_asks_the_budget_again_and_is_sent_once(
+    api: respx.MockRouter,
+) -> None:
+    generate_route, generates = route(api, GENERATE, ok(ACCEPTED))
+    holder: list[Any] = []
+    limiter = RefusedOnceWhileWaiting(RateLimit(100), holder)
+    async with client(rate_limit=limiter) as c, anyio.create_task_group() as group:
+        holder.append(c._api.calm)
+
+        async def another_owners_429() -> None:
+            await anyio.sleep(1.0)
+            limiter._rate_limited += 1
+
+        group.start_soon(another_owners_429)
+        start = anyio.current_time()
+        task = await c.generate(VideoRequest("x"))
+    assert task.task_id == TASK_ID
+    assert generate_route.call_count == 1
+    assert limiter.asked == 2  # held back once (its slot spent), then admitted again
+    assert generates.times[0] - start >= 5.0  # after the pause
 
 
 # -- Retry-After -----------------------------------------------------------------------------------

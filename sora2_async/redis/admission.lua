@@ -384,11 +384,13 @@ elseif op == 'stamp' then
       local ours = later(now) - redis.call('ZCARD', K_REFUSED) + 1
       local retry_after = num(ARGV[14], nil)
       local current, ended = replay(now)
-      -- Ceiling.lower: the others were on the key at the last 429 (seen since then at least)
-      if repeats > 0 then seen_for = math.max(seen_for, now - lowered_at) end
       -- Ceiling.lower: learn afresh, count a repeat, or (a request sent before the limit
       -- came down) learn nothing
       local stale = now - lowered_at > FORGET_AFTER * window
+      -- the others were on the key at the last 429, still being learnt: seen since then
+      if repeats > 0 and not stale and not ended then
+        seen_for = math.max(seen_for, now - lowered_at)
+      end
       if repeats == 0 or stale or (ended and ours > failed) then
         failed, repeats = math.min(current, ours), 1
       elseif now - lowered_at > window / 120 and ours <= current then
