@@ -67,7 +67,7 @@ class PollTurns:
         while True:
             level = self._level()
             async with self._turns[level]:
-                if self._level() <= level:
+                if level == _FREE or self._level() <= level:  # a free one is never waited for
                     yield None if level == _EDGE_TURN else self._one_after_429
                     return
 
