@@ -19,7 +19,7 @@ idempotency:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from typing import Any, Protocol
 
@@ -43,7 +43,7 @@ from ._parse import parse_status, parse_task_id
 from ._retry import Backoff, RetryPolicy
 from ._telemetry import api_request
 
-__all__ = ["APICaller", "SendHooks", "Turn", "is_transient"]
+__all__ = ["APICaller", "SendHooks", "is_transient"]
 
 logger = logging.getLogger("sora2_async")
 
@@ -65,11 +65,6 @@ class SendHooks(Protocol):
 
     async def not_sent(self, reason: str) -> None:
         """The attempt provably created no task (a 429, a refused connection): clear it."""
-
-
-Turn = Callable[[], AbstractAsyncContextManager[object]]
-"""What a poll admitted after a 429 that came while it waited waits for before the pause
-(the scheduler's one-at-a-time turn; see ``check_status``)."""
 
 
 class _Retry:
@@ -96,6 +91,14 @@ class APICaller:
         self.retry = retry
         self.events = events
         self.calm = Calm(limiter.rate_limit.per)  # the pause after 429s in a row
+        # Requests admitted after a 429 that came while they waited go one at a time (not
+        # the scheduler's edge lock: its holder waits for admission holding it, and these
+        # hold a slot each; with a limit tightened below their number, neither would go).
+        self._after_429 = anyio.Lock()
+        # The others, while 429s come in a row (see _calmed): one lock for polls, one for
+        # generates, as a generate's admission may wait for the final polls promised to
+        # the videos before it (a poll waiting behind it would never come).
+        self._in_a_run = {generate: anyio.Lock() for generate in (False, True)}
 
     async def generate(
         self,
@@ -139,19 +142,17 @@ class APICaller:
         *,
         kind: RequestKind = RequestKind.POLL,
         retry: bool = True,
-        after_429: Turn | None = None,
     ) -> TaskStatus | None:
         """One status of ``task_id`` (retried as needed; every attempt spends budget).
 
         ``retry=False`` makes one attempt: the scheduler's pollers retry on their own plan,
         never faster than the minimum poll interval.
 
-        After a 429, every request of this client waits out a pause (see ``_calm``), and one
-        admitted after a 429 that came while it waited for admission is not sent if another
-        comes during that pause (it would only be refused too). ``after_429`` is what such a
-        poll waits for before the pause (one at a time, say). Held back so, a poll with
-        ``after_429`` or ``retry=False`` is given up (``None``: its poller plans it again);
-        any other asks the budget again.
+        After a 429, every request of this client waits out a pause (see ``_calm``). One
+        admitted after a 429 that came while it waited for admission goes after the pause,
+        one at a time with any others so admitted, and not at all if another 429 comes
+        meanwhile (it would only be refused too): with ``retry=False`` it is given up
+        (``None``: a poller plans it again), else it asks the budget again.
 
         ``None`` when nothing was sent: an extra poll the budget could not spare now (or
         asked during the pause), or a poll held back as above.
@@ -162,9 +163,7 @@ class APICaller:
             ResponseValidationError: an answer that breaks the contract.
         """
         try:
-            answer, _ = await self._call(
-                STATUS_PATH, {"taskId": task_id}, kind, retry=retry, after_429=after_429
-            )
+            answer, _ = await self._call(STATUS_PATH, {"taskId": task_id}, kind, retry=retry)
         except _Skipped:
             return None
         body = answer.body
@@ -184,7 +183,6 @@ class APICaller:
         promise: float | None = None,
         hooks: SendHooks | None = None,
         retry: bool = True,
-        after_429: Turn | None = None,
     ) -> tuple[Answer, Lease | None]:
         idempotent = path == STATUS_PATH
         errors = self.retry.for_errors(retries=None if retry else 0)
@@ -195,23 +193,24 @@ class APICaller:
             while True:
                 attempt += 1
                 asked = anyio.current_time()
-                await self._calmed(kind)
-                refused = self.limiter.last_state.rate_limited
-                admitted = await self._admit(kind, promise)
-                # The turn after a 429 is let go after the permit ends: by then the store
-                # has counted a 429 of this one, for the next in turn to see.
-                async with AsyncExitStack() as turn, admitted as permit:
-                    lease = lease or permit.lease
-                    promise = None  # promised on the first admission only
-                    held = await self._held_back(refused, after_429, turn)
-                    if not held:
-                        outcome = await self._attempt(path, body, attempt, asked, hooks)
-                        if isinstance(outcome, _Retry) and isinstance(
-                            outcome.error, RateLimitError
-                        ):
-                            permit.rate_limited(outcome.retry_after)
+                # The turns taken after a 429 are let go after the permit ends: by then the
+                # store has counted a 429 of this one, for the next in turn to see.
+                async with AsyncExitStack() as turns:
+                    await self._calmed(kind, turns)
+                    refused = self.limiter.last_state.rate_limited
+                    admitted = await self._admit(kind, promise)
+                    async with admitted as permit:
+                        lease = lease or permit.lease
+                        promise = None  # promised on the first admission only
+                        held = await self._held_back(refused, turns)
+                        if not held:
+                            outcome = await self._attempt(path, body, attempt, asked, hooks)
+                            if isinstance(outcome, _Retry) and isinstance(
+                                outcome.error, RateLimitError
+                            ):
+                                permit.rate_limited(outcome.retry_after)
                 if held:
-                    if idempotent and (after_429 is not None or not retry):
+                    if idempotent and not retry:
                         raise _Skipped  # its poller plans it again
                     attempt -= 1
                     continue
@@ -242,24 +241,30 @@ class APICaller:
             self.calm.answered(sent_at)
         return outcome
 
-    async def _held_back(self, refused: int, after_429: Turn | None, turn: AsyncExitStack) -> bool:
-        """Whether an admitted request stays unsent: a 429 came while it waited for admission
-        (what let it go with others, a share of the window seen before, is stale), so it
-        waits ``after_429`` and the pause, and another came meanwhile (the server's window
-        is full: it would be refused too). Its slot stays spent: the stores count what they
-        admitted."""
+    async def _held_back(self, refused: int, turns: AsyncExitStack) -> bool:
+        """Whether an admitted request stays unsent.
+
+        A 429 came while it waited for admission (what let it go with others, a share of
+        the window seen before, is stale): it waits for the others so admitted, one at a
+        time, and the pause, and stays unsent if another 429 came meanwhile (the server's
+        window is full: it would be refused too). Its slot stays spent: the stores count
+        what they admitted. (The turn is ``turns``' to let go, after the permit ends.)
+        """
         if self.limiter.last_state.rate_limited <= refused:
             return False
         refused = self.limiter.last_state.rate_limited
-        if after_429 is not None:
-            await turn.enter_async_context(after_429())
+        await turns.enter_async_context(self._after_429)
         await self.calm.wait()
         return self.limiter.last_state.rate_limited > refused
 
-    async def _calmed(self, kind: RequestKind) -> None:
-        """Wait out the pause after 429s (an extra poll is not worth the wait: skipped)."""
-        if kind is RequestKind.EXTRA_POLL and self.calm.pausing():
+    async def _calmed(self, kind: RequestKind, turns: AsyncExitStack) -> None:
+        """Wait out the pause after 429s; until an answer ends their run, one request at a
+        time (after a pause, the limiter would let all that waited go at once, into a
+        window that may be as full as it was). An extra poll is not worth it: skipped."""
+        if kind is RequestKind.EXTRA_POLL and (self.calm.pausing() or self.calm.in_a_run()):
             raise _Skipped
+        if self.calm.in_a_run():
+            await turns.enter_async_context(self._in_a_run[kind is RequestKind.GENERATE])
         await self.calm.wait()
 
     async def _admit(

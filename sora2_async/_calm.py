@@ -14,6 +14,8 @@ import math
 
 import anyio
 
+from ._window import EPSILON
+
 __all__ = ["Calm"]
 
 # The first pause and the longest, as shares of the window (5 s and 2 min of an hour): a
@@ -48,7 +50,7 @@ class Calm:
         """A request sent at ``sent_at`` was refused: pause, twice as long as the last
         time if the run of 429s goes on."""
         self.refusals += 1
-        if sent_at < self._started:
+        if sent_at <= self._started:
             return  # on its way before the pause began: the same full window
         now = anyio.current_time()
         self._pause = self._first if self._pause <= 0 else min(self._longest, 2 * self._pause)
@@ -58,14 +60,20 @@ class Calm:
     def answered(self, sent_at: float) -> None:
         """A request sent at ``sent_at`` was answered: if it went after the last pause
         began, the run of 429s is over (the next pause is the first again)."""
-        if sent_at >= self._started:
+        if sent_at > self._started:
             self._pause = 0.0
+
+    def in_a_run(self) -> bool:
+        """Whether 429s came and no answer to a request sent after them yet."""
+        return self._pause > 0
 
     def pausing(self) -> bool:
         """Whether a request asked now would have to wait."""
-        return anyio.current_time() < self.until
+        return self.until - anyio.current_time() > EPSILON
 
     async def wait(self) -> None:
         """Sleep until the pause is over, however often a 429 lengthens it meanwhile."""
-        while (left := self.until - anyio.current_time()) > 0:  # noqa: ASYNC110 (a deadline that moves)
+        # A deadline a hair past the clock's tick is reached (a float sum can put it where
+        # sleeping toward it never moves the clock: it spun so, on a MockClock at 5,000 s).
+        while (left := self.until - anyio.current_time()) > EPSILON:  # noqa: ASYNC110
             await anyio.sleep(left)

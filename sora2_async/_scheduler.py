@@ -336,10 +336,8 @@ class Scheduler:
         plan = watch.plan
         kind = RequestKind.EXTRA_POLL if extra else RequestKind.POLL
         # One attempt: a failed one is a failed round here, retried on the poll plan.
-        async with self._turns.taken() as after_429:
-            status = await self._api.check_status(
-                watch.task.task_id, kind=kind, retry=False, after_429=after_429
-            )
+        async with self._turns.taken():
+            status = await self._api.check_status(watch.task.task_id, kind=kind, retry=False)
         if status is None:
             return None
         if extra:

@@ -13,7 +13,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 
 import anyio
 
-from ._api import Turn
 from ._limits import Limiter
 
 __all__ = ["PollTurns"]
@@ -38,14 +37,10 @@ _FREE, _NEAR_TURN, _EDGE_TURN = 0, 1, 2
 class PollTurns:
     """The turns of one scheduler's polls, by how full the limiter's window is."""
 
-    __slots__ = ("_after_429", "_limiter", "_turns")
+    __slots__ = ("_limiter", "_turns")
 
     def __init__(self, limiter: Limiter) -> None:
         self._limiter = limiter
-        # Not the edge's lock: its holder waits for admission holding it, and polls admitted
-        # after a 429 hold a slot each (with a limit tightened below their number, neither
-        # would ever go).
-        self._after_429 = anyio.Lock()
         self._turns: tuple[AbstractAsyncContextManager[object], ...] = (
             nullcontext(),  # reusable: it holds no state
             anyio.Semaphore(_NEAR_AT_ONCE),
@@ -56,9 +51,8 @@ class PollTurns:
         return f"<PollTurns level={self._level()}>"
 
     @asynccontextmanager
-    async def taken(self) -> AsyncIterator[Turn | None]:
-        """Hold the turn the window calls for when it is taken; yields what the poll waits
-        for if it is admitted after a 429 (``None`` when it goes alone already).
+    async def taken(self) -> AsyncIterator[None]:
+        """Hold the turn the window calls for when it is taken.
 
         A poll may wait long for a turn of a few at once (behind others that wait out a
         window of 429s): if the window calls for fewer at once by the time it has one, it
@@ -68,13 +62,8 @@ class PollTurns:
             level = self._level()
             async with self._turns[level]:
                 if level == _FREE or self._level() <= level:  # a free one is never waited for
-                    yield None if level == _EDGE_TURN else self._one_after_429
+                    yield
                     return
-
-    def _one_after_429(self) -> AbstractAsyncContextManager[object]:
-        """Polls that took a turn of several at once before a 429 came, and were admitted
-        after it, go one at a time (the first refused stops the rest, see ``_api``)."""
-        return self._after_429
 
     def _level(self) -> int:
         """How many polls may be on the wire at once, by how full the window is."""

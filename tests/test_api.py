@@ -11,8 +11,7 @@ from __future__ import annotations
 import email.utils
 import itertools
 import json
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
@@ -268,44 +267,62 @@ async def test_check_status_after_429_waits_and_retries(api: respx.MockRouter) -
 
 
 class RefusedWhileWaiting(SlidingWindowLimiter):
-    """A store in which another owner's 429 comes while each request waits to be admitted."""
+    """A store in which, while a request waits to be admitted, a 429 of another request of
+    the same client comes (its pause begins), and with ``again``, another owner's one
+    second later."""
+
+    def __init__(self, limit: RateLimit, client: list[Any], *, again: bool) -> None:
+        super().__init__(limit)
+        self.client = client
+        self.again = again
+        self.asked = 0
 
     def permit(
         self, kind: RequestKind, *, promise: float | None = None
     ) -> AbstractAsyncContextManager[Permit]:
-        self._rate_limited += 1
+        self.asked += 1
+        if self.asked == 1:
+            self._rate_limited += 1
+            self.client[0]._api.calm.refused(sent_at=anyio.current_time())
+            if self.again:
+                self.client[1].start_soon(self.another_owners_429)
         return super().permit(kind, promise=promise)
+
+    async def another_owners_429(self) -> None:
+        await anyio.sleep(1.0)
+        self._rate_limited += 1
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(
-    ("refused_while_admitted", "refused_while_in_turn", "sent"),
-    [(False, False, True), (True, False, True), (True, True, False)],
-)
-async def test_a_poll_admitted_after_a_429_waits_its_after_429_turn_and_stays_unsent_after_another(
-    api: respx.MockRouter, refused_while_admitted: bool, refused_while_in_turn: bool, sent: bool
+@pytest.mark.parametrize("again", [False, True])
+async def test_a_poll_admitted_after_a_429_goes_after_the_pause_and_not_after_another(
+    api: respx.MockRouter, again: bool
 ) -> None:
-    """A poll that took a turn of several at once before a 429 came goes by ``after_429``
-    once admitted (one at a time, in the scheduler); if another 429 comes while it waits
-    for that, it is not sent (the server's window is full: it would be refused too)."""
-    status_route, _ = route(api, STATUS, ok(PROCESSING))
-    limit = RateLimit(100)
-    limiter = RefusedWhileWaiting(limit) if refused_while_admitted else SlidingWindowLimiter(limit)
-    turns: list[float] = []
-
-    @asynccontextmanager
-    async def one_at_a_time() -> AsyncIterator[None]:
-        turns.append(anyio.current_time())
-        if refused_while_in_turn:
-            limiter._rate_limited += 1
-        yield
-
-    async with client(rate_limit=limiter) as c:
-        status = await c._api.check_status(TASK_ID, retry=False, after_429=one_at_a_time)
-    assert len(turns) == int(refused_while_admitted)
-    assert status_route.call_count == int(sent)
-    assert (status is not None) == sent
+    """A poll that asked before a 429 and was admitted after it goes after the pause (5 s);
+    if another 429 comes meanwhile it is not sent (the server's window is full: it would
+    be refused too), and with ``retry=False`` it is given up for its poller to plan again."""
+    status_route, statuses = route(api, STATUS, ok(PROCESSING))
+    holder: list[Any] = []
+    limiter = RefusedWhileWaiting(RateLimit(100), holder, again=again)
+    async with client(rate_limit=limiter) as c, anyio.create_task_group() as group:
+        holder += [c, group]
+        start = anyio.current_time()
+        status = await c._api.check_status(TASK_ID, retry=False)
+    assert status_route.call_count == int(not again)
+    assert (status is None) == again
+    if not again:
+        assert statuses.times[0] - start >= 5.0
     assert limiter.last_state.used == 1  # unsent, its slot still counts (the stores do)
+
+
+@pytest.mark.anyio
+async def test_a_poll_admitted_as_it_asked_goes_at_once(api: respx.MockRouter) -> None:
+    status_route, _ = route(api, STATUS, ok(PROCESSING))
+    async with client() as c:
+        start = anyio.current_time()
+        await c._api.check_status(TASK_ID, retry=False)
+        assert anyio.current_time() == start
+    assert status_route.call_count == 1
 
 
 @pytest.mark.anyio
