@@ -8,6 +8,7 @@ Every async test runs on asyncio and trio in virtual time (see conftest), so
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import itertools
 import json
@@ -313,6 +314,36 @@ async def test_a_poll_admitted_after_a_429_goes_after_the_pause_and_not_after_an
     if not again:
         assert statuses.times[0] - start >= 5.0
     assert limiter.last_state.used == 1  # unsent, its slot still counts (the stores do)
+
+
+@pytest.mark.anyio
+async def test_while_429s_come_in_a_row_requests_go_one_at_a_time_until_an_answer(
+    api: respx.MockRouter,
+) -> None:
+    """After the pause the limiter would let every poll that waited go at once, into a
+    window that may be as full as it was: one goes, and the next only after its answer
+    (a 429: after a pause twice as long; an answer ends the run)."""
+    answers = [ok(RATE_LIMITED, 429, **{"Retry-After": "1"}), ok(PROCESSING), ok(PROCESSING)]
+    times: list[float] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        times.append(anyio.current_time())
+        await anyio.sleep(1.0)  # a second on the wire
+        return answers.pop(0)
+
+    api.post(STATUS).mock(side_effect=answer)
+    async with client() as c:
+        start = anyio.current_time()
+        c._api.calm.refused(sent_at=start)  # a 429 just now: a run of them begins
+        async with anyio.create_task_group() as group:
+
+            async def poll() -> None:
+                with contextlib.suppress(RateLimitError):
+                    await c._api.check_status(TASK_ID, retry=False)
+
+            for _ in range(3):
+                group.start_soon(poll)
+    assert [t - start for t in times] == pytest.approx([5.0, 16.0, 17.0], abs=1e-5)
 
 
 @pytest.mark.anyio
