@@ -348,3 +348,20 @@ async def test_polls_due_together_into_a_half_full_window_go_a_few_at_a_time() -
     together (22 429s; 201 at once on 10,000/h)."""
     r = await run(Cell(300, 1, "long", "bursts", neighbour="60"))
     assert r.responses_429 <= 8, r
+
+
+async def test_a_fifth_spent_by_a_neighbour_costs_at_most_three_429s_on_long_videos() -> None:
+    """1,000 videos of 3 to 9 minutes on 100/h beside an SDK client spending 20 %: 4 × 429
+    before the pause after 429s (each freed slot let the next request into a full window)."""
+    r = await run(Cell(100, 10, "long", neighbour="20"))
+    assert r.responses_429 <= 3, r
+
+
+async def test_a_raw_60_percent_neighbour_costs_few_429s_as_a_burst_leaves_the_window() -> None:
+    """Bursts of 200 videos on 1,000/h beside a raw loop spending 60 % (1,000 videos): as the
+    first burst's entries left the window, each freed slot let the next request in and the
+    server refused it again (15 × 429, ten of them within 40 s; 2-20 over random schedules).
+    The pause after a 429 and one request at a time until an answer leave at most 10
+    (12 random schedules on trio: 2-10)."""
+    r = await run(Cell(1000, 1, "bimodal", "bursts", neighbour="60"))
+    assert r.responses_429 <= 10, r
