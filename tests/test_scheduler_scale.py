@@ -361,7 +361,9 @@ async def test_a_raw_60_percent_neighbour_costs_few_429s_as_a_burst_leaves_the_w
     """Bursts of 200 videos on 1,000/h beside a raw loop spending 60 % (1,000 videos): as the
     first burst's entries left the window, each freed slot let the next request in and the
     server refused it again (15 × 429, ten of them within 40 s; 2-20 over random schedules).
-    The pause after a 429 and one request at a time until an answer leave at most 10
-    (12 random schedules on trio: 2-10)."""
+    The pause after a 429 and one request at a time until an answer leave 2-12 over 45
+    random schedules on trio (2 of 30 over 10; asyncio's fixed order: 8). The bound is the
+    tail of that spread, not the issue's 8, so that the test fails on the old rule (more
+    than 14 in most schedules), not on trio's luck."""
     r = await run(Cell(1000, 1, "bimodal", "bursts", neighbour="60"))
-    assert r.responses_429 <= 10, r
+    assert r.responses_429 <= 14, r
