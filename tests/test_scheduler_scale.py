@@ -364,6 +364,6 @@ async def test_a_raw_60_percent_neighbour_costs_few_429s_as_a_burst_leaves_the_w
     The pause after a 429 and one request at a time until an answer leave 2-12 over 45
     random schedules on trio (2 of 30 over 10; asyncio's fixed order: 8). The bound is the
     tail of that spread, not the issue's 8, so that the test fails on the old rule (more
-    than 14 in most schedules), not on trio's luck."""
+    than 14 in half of 12 schedules), not on trio's luck."""
     r = await run(Cell(1000, 1, "bimodal", "bursts", neighbour="60"))
     assert r.responses_429 <= 14, r
