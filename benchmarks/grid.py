@@ -249,9 +249,10 @@ async def _drive(
     return sim, {"seen": seen, "delivered": delivered, **ours}
 
 
-def run_cell(cell: Cell, store: str = "memory") -> CellResult:
-    """Run one cell in a fresh ``trio.run`` on a ``MockClock``, deterministically."""
-    with _deterministic_trio(cell.seed):
+def run_cell(cell: Cell, store: str = "memory", *, order: int | None = None) -> CellResult:
+    """Run one cell in a fresh ``trio.run`` on a ``MockClock``, deterministically: trio's
+    scheduler seeded with ``order`` (default: the cell's seed, the grid's one order)."""
+    with _deterministic_trio(cell.seed if order is None else order):
         return trio.run(measure, cell, store, clock=trio.testing.MockClock(autojump_threshold=0))
 
 

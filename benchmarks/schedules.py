@@ -15,11 +15,7 @@ import argparse
 import statistics
 from collections.abc import Sequence
 
-import trio
-import trio.testing
-
-from .grid import STORES, Cell, CellResult, measure
-from .quality import _deterministic_trio
+from .grid import STORES, Cell, CellResult, run_cell
 
 __all__ = ["main", "run_schedules"]
 
@@ -37,12 +33,7 @@ def run_schedules(
     cell: Cell, seeds: Sequence[int], store: str = "memory"
 ) -> list[tuple[int, CellResult]]:
     """Run ``cell`` once per seed of trio's scheduler; the results in the seeds' order."""
-    results = []
-    for seed in seeds:
-        with _deterministic_trio(seed):
-            clock = trio.testing.MockClock(autojump_threshold=0)
-            results.append((seed, trio.run(measure, cell, store, clock=clock)))
-    return results
+    return [(seed, run_cell(cell, store, order=seed)) for seed in seeds]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,7 +59,7 @@ class Muted:
 
     async def claim(self, owner: str, limit: int) -> list[VideoRecord]:
         # Away for claims too: a worker that could still claim would take its own lapsed
-        # video back at the instant the other worker looks, one time in two.
+        # video back whenever trio's order ran its claim first at the other's look.
         if self.away:
             raise VideoStoreError("the store is away (for this worker)")
         return await self._store.claim(owner, limit)
